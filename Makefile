@@ -1,0 +1,19 @@
+# Two commands a new user needs: `make demo` (the main job) and `make test`.
+.PHONY: install test demo lint format
+
+BIN = $(shell scripts/install.sh 2>/dev/null | tail -n 1)
+
+install:
+	scripts/install.sh
+
+test:
+	scripts/test.sh
+
+demo:
+	scripts/demo.sh
+
+lint:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+format:
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

@@ -1,0 +1,169 @@
+"""``interest-stream``: the one command-line entry point.
+
+Every subcommand exits 0 on success and 1 with a one-line ``error: ...`` on failure; commands that
+print data take ``--json``. Settings come from ``INTEREST_*`` variables and the optional config
+file named by ``INTEREST_CONFIG_FILE`` (see README).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from models.config import ConfigFileError, CoreSettings
+from streams.broker import BrokerError, LocalBroker
+from streams.settings import BrokerSettings, IntakeSettings, KafkaSettings, TopicSettings
+from streams.topics import KafkaUnavailable
+
+# Errors a user can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    BrokerError,
+    KafkaUnavailable,
+    ConfigFileError,
+    FileNotFoundError,
+    PermissionError,
+)
+
+
+def fail(message: str) -> NoReturn:
+    first, _, rest = message.partition("\n")
+    click.echo(f"error: {first}", err=True)
+    if rest:
+        click.echo(rest, err=True)
+    sys.exit(1)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
+
+
+class CliGroup(click.Group):
+    """Turns user-fixable errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            fail(str(exc))
+        except ValidationError as exc:
+            errs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            fail(f"invalid setting: {errs}")
+
+
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="interest-stream")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    envvar="INTEREST_LOG_LEVEL",
+    help="Log verbosity (workers log to stderr).",
+)
+def main(log_level: str) -> None:
+    """Real-time, multi-dimensional user-interest vectors from Kafka events into Qdrant."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def quiet_client_logs() -> None:
+    """Short-lived commands report failures in one line; the client's retry chatter is noise."""
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+# -- broker ----------------------------------------------------------------------------------
+
+
+@main.group(cls=CliGroup)
+def broker() -> None:
+    """The local single-node Apache Kafka broker (KRaft, from Maven Central jars)."""
+
+
+def _local_broker() -> LocalBroker:
+    return LocalBroker(BrokerSettings(), CoreSettings())
+
+
+@broker.command("start")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def broker_start(as_json: bool) -> None:
+    """Start the broker (idempotent); returns once it answers metadata requests."""
+    status = _local_broker().start()
+    data = {"running": status.running, "bootstrap": status.bootstrap, "pid": status.pid}
+    emit(data, as_json, f"broker {status.describe()}")
+
+
+@broker.command("stop")
+def broker_stop() -> None:
+    """Stop the broker; leaves no java process behind."""
+    was_running = _local_broker().stop()
+    click.echo("broker stopped" if was_running else "broker was not running")
+
+
+@broker.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def broker_status(as_json: bool) -> None:
+    """Say whether the broker runs and where; exit 3 when it does not."""
+    status = _local_broker().status()
+    data = {
+        "running": status.running,
+        "bootstrap": status.bootstrap,
+        "pid": status.pid,
+        "directory": str(status.directory),
+    }
+    emit(data, as_json, f"broker {status.describe()}")
+    if not status.running:
+        sys.exit(3)
+
+
+# -- publish ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def publish(source: Path, as_json: bool) -> None:
+    """Publish JSON-lines events from SOURCE (a file, or - for stdin).
+
+    Valid events go to the events topic keyed by user_id; invalid lines go to the dead-letter
+    topic with the reason. Exits 1 if the brokers cannot be reached.
+    """
+    from streams.publish import publish_file
+
+    quiet_client_logs()
+    if str(source) == "-":
+        lines: Any = sys.stdin.buffer
+        name = "stdin"
+    else:
+        if not source.exists():
+            fail(f"{source}: no such file")
+        lines = source.open("rb")
+        name = str(source)
+    try:
+        report = publish_file(
+            lines, name, KafkaSettings(), TopicSettings(), IntakeSettings().rules()
+        )
+    finally:
+        if lines is not sys.stdin.buffer:
+            lines.close()
+    emit(report.to_dict(), as_json, report.summary())
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+@main.command()
+def run() -> None:
+    """Run the whole pipeline (stream and embed workers)."""
+    fail("not yet: the embed workers have not landed; `interest-stream stream` runs the first half")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""The event schema of ``interest.events``: parsing, validation and normalisation. No I/O.
+
+Producers send one JSON object per record, keyed by ``user_id``. :func:`parse_event` turns the raw
+bytes into an :class:`Event` or raises :class:`InvalidEvent` with a stable machine-readable
+``reason`` (used as the DLQ header and the metric label) and a human-readable detail.
+
+>>> e = parse_event(b'{"event_id":"e1","user_id":"u1","type":"click","ts":1700000000000,'
+...                 b'"text":"  Deep   learning "}', now_ms=1700000000000)
+>>> (e.user_id, e.type, e.weight, e.text)
+('u1', 'click', 1.0, 'Deep learning')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Final
+
+#: Default weight of each known event type. Negative types feed the ``negative`` dimension.
+DEFAULT_TYPE_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        "view": 0.5,
+        "click": 1.0,
+        "read": 1.0,
+        "search": 1.0,
+        "like": 2.0,
+        "share": 2.0,
+        "purchase": 3.0,
+        "dislike": -1.0,
+        "skip": -0.5,
+    }
+)
+
+# Stable reason codes: they label metrics and DLQ headers, so never rename one.
+NOT_JSON: Final = "not_json"
+NOT_OBJECT: Final = "not_object"
+OVERSIZE: Final = "oversize"
+MISSING_FIELD: Final = "missing_field"
+WRONG_TYPE: Final = "wrong_type"
+BAD_LENGTH: Final = "bad_length"
+UNKNOWN_TYPE: Final = "unknown_type"
+BAD_TIMESTAMP: Final = "bad_timestamp"
+FUTURE_TIMESTAMP: Final = "future_timestamp"
+BAD_WEIGHT: Final = "bad_weight"
+TOO_MANY_TAGS: Final = "too_many_tags"
+NO_CONTENT: Final = "no_content"
+
+REASONS: Final = (
+    NOT_JSON,
+    NOT_OBJECT,
+    OVERSIZE,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    BAD_LENGTH,
+    UNKNOWN_TYPE,
+    BAD_TIMESTAMP,
+    FUTURE_TIMESTAMP,
+    BAD_WEIGHT,
+    TOO_MANY_TAGS,
+    NO_CONTENT,
+)
+
+
+class InvalidEvent(ValueError):
+    """A record that is not a valid event. ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class EventRules:
+    """Limits and type weights applied by :func:`validate_event` (built from settings)."""
+
+    type_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TYPE_WEIGHTS))
+    allow_unknown_types: bool = False
+    unknown_type_weight: float = 1.0
+    max_message_bytes: int = 32 * 1024
+    max_text_chars: int = 2000
+    max_tags: int = 32
+    max_tag_chars: int = 64
+    max_future_ms: int = 5 * 60 * 1000
+    max_abs_weight: float = 100.0
+    max_event_id_chars: int = 128
+    max_user_id_chars: int = 256
+    max_item_id_chars: int = 256
+
+
+DEFAULT_RULES: Final = EventRules()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated, normalised event. ``ts_ms`` is event time in epoch milliseconds (UTC)."""
+
+    event_id: str
+    user_id: str
+    type: str
+    ts_ms: int
+    weight: float
+    item_id: str | None = None
+    text: str | None = None
+    tags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON form (``ts`` as int ms); :func:`validate_event` accepts it back."""
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "type": self.type,
+            "ts": self.ts_ms,
+            "weight": self.weight,
+        }
+        if self.item_id is not None:
+            out["item_id"] = self.item_id
+        if self.text is not None:
+            out["text"] = self.text
+        if self.tags:
+            out["tags"] = list(self.tags)
+        return out
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFKC, every run of whitespace (and control characters) as one space, stripped.
+
+    Idempotent: ``normalize_text(normalize_text(s)) == normalize_text(s)``.
+
+    >>> normalize_text("ＧＡＮ\\t use\\u00a0cases\\n")
+    'GAN use cases'
+    """
+    text = unicodedata.normalize("NFKC", text)
+    # Control characters other than whitespace carry no meaning for an embedding model.
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    # NFKC of the joined result can differ from the parts (e.g. combining marks after a space).
+    again = unicodedata.normalize("NFKC", text)
+    return text if again == text else normalize_text(again)
+
+
+def normalize_tag(tag: str) -> str:
+    """A tag as used in labels: normalised text, case-folded."""
+    return normalize_text(tag).casefold()
+
+
+def parse_event(raw: bytes, *, now_ms: int, rules: EventRules = DEFAULT_RULES) -> Event:
+    """Decode and validate one record's value. Raises :class:`InvalidEvent`."""
+    if len(raw) > rules.max_message_bytes:
+        raise InvalidEvent(OVERSIZE, f"{len(raw)} bytes > limit {rules.max_message_bytes}")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(NOT_JSON, str(exc)) from None
+    except RecursionError:
+        raise InvalidEvent(NOT_JSON, "nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent(NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    return validate_event(obj, now_ms=now_ms, rules=rules)
+
+
+def validate_event(
+    obj: Mapping[str, Any], *, now_ms: int, rules: EventRules = DEFAULT_RULES
+) -> Event:
+    """Validate a decoded JSON object. Unknown fields are ignored (forward compatibility)."""
+    event_id = _required_str(obj, "event_id", rules.max_event_id_chars)
+    user_id = _required_str(obj, "user_id", rules.max_user_id_chars)
+    type_ = _required_str(obj, "type", 64).strip().lower()
+    if type_ in rules.type_weights:
+        default_weight = rules.type_weights[type_]
+    elif rules.allow_unknown_types:
+        default_weight = rules.unknown_type_weight
+    else:
+        known = ", ".join(sorted(rules.type_weights))
+        raise InvalidEvent(UNKNOWN_TYPE, f"type {type_!r} is not one of {known}")
+    ts_ms = _timestamp(obj, now_ms=now_ms, max_future_ms=rules.max_future_ms)
+    weight = _weight(obj, default_weight, rules.max_abs_weight)
+
+    item_id = _optional_str(obj, "item_id", rules.max_item_id_chars)
+    text = None
+    raw_text = obj.get("text")
+    if raw_text is not None:
+        if not isinstance(raw_text, str):
+            raise InvalidEvent(WRONG_TYPE, f"text must be a string, got {_json_type(raw_text)}")
+        text = normalize_text(raw_text)[: rules.max_text_chars].rstrip() or None
+    if item_id is None and text is None:
+        raise InvalidEvent(NO_CONTENT, "an event needs item_id or a non-empty text")
+    tags = _tags(obj.get("tags"), rules)
+    return Event(
+        event_id=event_id,
+        user_id=user_id,
+        type=type_,
+        ts_ms=ts_ms,
+        weight=weight,
+        item_id=item_id,
+        text=text,
+        tags=tags,
+    )
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+    names[dict] = "object"
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _required_str(obj: Mapping[str, Any], name: str, max_chars: int) -> str:
+    if name not in obj or obj[name] is None:
+        raise InvalidEvent(MISSING_FIELD, f"{name} is required")
+    value = _optional_str(obj, name, max_chars)
+    assert value is not None
+    return value
+
+
+def _optional_str(obj: Mapping[str, Any], name: str, max_chars: int) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(WRONG_TYPE, f"{name} must be a string, got {_json_type(value)}")
+    if not value.strip():
+        raise InvalidEvent(BAD_LENGTH, f"{name} must not be empty")
+    if len(value) > max_chars:
+        raise InvalidEvent(BAD_LENGTH, f"{name} has {len(value)} chars > limit {max_chars}")
+    return value
+
+
+def _timestamp(obj: Mapping[str, Any], *, now_ms: int, max_future_ms: int) -> int:
+    value = obj.get("ts")
+    if value is None:
+        raise InvalidEvent(MISSING_FIELD, "ts is required")
+    if isinstance(value, bool):
+        raise InvalidEvent(WRONG_TYPE, "ts must be epoch milliseconds or ISO-8601, got boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0 or value >= 2**53:
+            raise InvalidEvent(BAD_TIMESTAMP, f"ts {value!r} is not a valid epoch-ms time")
+        ts_ms = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidEvent(BAD_TIMESTAMP, f"ts {value!r} is not ISO-8601") from None
+        if parsed.tzinfo is None:  # naive times are taken as UTC, the only safe reading
+            parsed = parsed.replace(tzinfo=UTC)
+        ts_ms = int(parsed.timestamp() * 1000)
+        if ts_ms < 0:
+            raise InvalidEvent(BAD_TIMESTAMP, f"ts {value!r} is before 1970")
+    else:
+        raise InvalidEvent(
+            WRONG_TYPE, f"ts must be epoch milliseconds or ISO-8601, got {_json_type(value)}"
+        )
+    if ts_ms > now_ms + max_future_ms:
+        ahead = (ts_ms - now_ms) / 1000
+        raise InvalidEvent(FUTURE_TIMESTAMP, f"ts is {ahead:.0f} s in the future")
+    return ts_ms
+
+
+def _weight(obj: Mapping[str, Any], default: float, max_abs: float) -> float:
+    value = obj.get("weight")
+    if value is None:
+        return float(default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent(WRONG_TYPE, f"weight must be a number, got {_json_type(value)}")
+    if not math.isfinite(value):
+        raise InvalidEvent(BAD_WEIGHT, f"weight {value!r} is not finite")
+    if abs(value) > max_abs:
+        raise InvalidEvent(BAD_WEIGHT, f"weight {value!r} is outside ±{max_abs:g}")
+    return float(value)
+
+
+def _tags(value: object, rules: EventRules) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidEvent(WRONG_TYPE, f"tags must be an array of strings, got {_json_type(value)}")
+    if len(value) > rules.max_tags:
+        raise InvalidEvent(TOO_MANY_TAGS, f"{len(value)} tags > limit {rules.max_tags}")
+    out: list[str] = []
+    for tag in value:
+        if not isinstance(tag, str):
+            raise InvalidEvent(WRONG_TYPE, f"tags must be strings, got {_json_type(tag)}")
+        norm = normalize_tag(tag)[: rules.max_tag_chars].rstrip()
+        if norm and norm not in out:
+            out.append(norm)
+    return tuple(out)

@@ -1,0 +1,117 @@
+"""Settings for the Kafka side: the cluster to talk to, topic names, the local broker, intake rules.
+
+One class per external system, all reading ``INTEREST_*`` environment variables and the optional
+config file (see :mod:`models.config`)::
+
+    INTEREST_KAFKA_BOOTSTRAP=kafka-1:9092,kafka-2:9092   # an existing cluster
+    INTEREST_TOPICS_PARTITIONS=12                          # partitions of topics we create
+    INTEREST_BROKER_PORT=9092                              # the local broker's port
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from models.config import CoreSettings, InterestSettings
+from streams.events import DEFAULT_TYPE_WEIGHTS, EventRules
+
+
+class KafkaSettings(InterestSettings):
+    """The Kafka cluster every worker and command talks to."""
+
+    config_section = "kafka"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_KAFKA_", extra="ignore")
+
+    bootstrap: str = "127.0.0.1:9092"
+    client_id: str = "interest-stream"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    request_timeout_s: float = 30.0
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Keyword arguments shared by aiokafka producers, consumers and admin clients."""
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": int(self.request_timeout_s * 1000),
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+
+class TopicSettings(InterestSettings):
+    """Topic names and how the topics we create are laid out."""
+
+    config_section = "topics"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_TOPICS_", extra="ignore")
+
+    events: str = "interest.events"
+    dlq: str = "interest.events.dlq"
+    updates: str = "interest.updates"
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    def all(self) -> tuple[str, ...]:
+        return (self.events, self.dlq, self.updates)
+
+
+class BrokerSettings(InterestSettings):
+    """The local single-node Apache Kafka broker started by ``interest-stream broker start``."""
+
+    config_section = "broker"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_BROKER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int | None = Field(default=None, ge=1, le=65535)
+    heap: str = "768m"
+    start_timeout_s: float = 90.0
+    #: Where broker data and logs live; default: <INTEREST_DATA_DIR>/kafka.
+    dir: Path | None = None
+    #: Where Maven copies the broker's jars (shared by every data dir on the machine).
+    jars_dir: Path = Path.home() / ".cache" / "interest-stream" / "kafka-jars"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def effective_controller_port(self) -> int:
+        return self.controller_port or self.port + 1
+
+    def effective_dir(self, core: CoreSettings) -> Path:
+        return self.dir or core.path("kafka")
+
+
+class IntakeSettings(InterestSettings):
+    """How incoming events are validated (see :mod:`streams.events`)."""
+
+    config_section = "intake"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_INTAKE_", extra="ignore")
+
+    type_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TYPE_WEIGHTS))
+    allow_unknown_types: bool = False
+    unknown_type_weight: float = 1.0
+    max_message_bytes: int = Field(default=32 * 1024, ge=256)
+    max_text_chars: int = Field(default=2000, ge=16)
+    max_future_s: float = Field(default=300.0, ge=0)
+    max_abs_weight: float = Field(default=100.0, gt=0)
+
+    def rules(self) -> EventRules:
+        return EventRules(
+            type_weights=dict(self.type_weights),
+            allow_unknown_types=self.allow_unknown_types,
+            unknown_type_weight=self.unknown_type_weight,
+            max_message_bytes=self.max_message_bytes,
+            max_text_chars=self.max_text_chars,
+            max_future_ms=int(self.max_future_s * 1000),
+            max_abs_weight=self.max_abs_weight,
+        )

@@ -1,0 +1,61 @@
+"""Small helpers for integration tests: read back what landed on a real topic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer
+
+from streams.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+
+async def read_topic(
+    kafka: KafkaSettings, topic: str, *, expect: int, timeout_s: float = 20.0
+) -> list[Record]:
+    """Read a topic from the beginning until ``expect`` records arrived (or the timeout)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap,
+        group_id=f"test-reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                out.extend(
+                    Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
+                    for r in records
+                )
+        # Anything beyond ``expect`` would be a bug worth seeing: take one more short look.
+        for records in (await consumer.getmany(timeout_ms=300)).values():
+            out.extend(
+                Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
+                for r in records
+            )
+    finally:
+        await consumer.stop()
+    return out
+
+
+def read_topic_sync(
+    kafka: KafkaSettings, topic: str, *, expect: int, timeout_s: float = 20.0
+) -> list[Record]:
+    return asyncio.run(read_topic(kafka, topic, expect=expect, timeout_s=timeout_s))
