@@ -173,8 +173,11 @@ class Encoder:
 
     def _load_model(self) -> SentenceTransformer:
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
 
+        # The weight-loading progress bar is noise in worker logs and CLI output.
+        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         device, precision = resolve_device_and_precision(
             self._requested_device,
             self._requested_precision,

@@ -29,6 +29,23 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     PermissionError,
 )
+# Raised by heavier modules, checked only once they are imported (keeps `--help` fast).
+LAZY_USER_ERRORS = (
+    ("models.store", "StoreError"),
+    ("models.encoder", "ModelLoadError"),
+    ("models.catalog", "InvalidItem"),
+    ("streams.events", "InvalidEvent"),
+)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, USER_ERRORS):
+        return True
+    for module_name, class_name in LAZY_USER_ERRORS:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(exc, getattr(module, class_name)):
+            return True
+    return False
 
 
 def fail(message: str) -> NoReturn:
@@ -49,11 +66,13 @@ class CliGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except USER_ERRORS as exc:
-            fail(str(exc))
         except ValidationError as exc:
             errs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             fail(f"invalid setting: {errs}")
+        except Exception as exc:
+            if is_user_error(exc):
+                fail(str(exc))
+            raise
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -161,8 +180,71 @@ def publish(source: Path, as_json: bool) -> None:
 
 @main.command()
 def run() -> None:
-    """Run the whole pipeline (stream and embed workers)."""
-    fail("not yet: the embed workers have not landed; `interest-stream stream` runs the first half")
+    """Run the whole pipeline: a stream worker and an embed worker, supervised.
+
+    Ctrl-C or SIGTERM stops both gracefully (each finishes its batch and commits).
+    """
+    from streams.supervisor import supervise, worker_command
+
+    sys.exit(supervise({"stream": worker_command("stream"), "embed": worker_command("embed")}))
+
+
+@main.command()
+def stream() -> None:
+    """Run one stream worker (faust): validate, dedupe, window, emit update jobs."""
+    from streams.stream_app import run_stream_worker
+
+    run_stream_worker()
+
+
+@main.command()
+def embed() -> None:
+    """Run one embed worker: update jobs -> interest vectors in Qdrant."""
+    from models.settings import ModelSettings, QdrantSettings
+    from streams.embed_worker import EmbedWorker
+    from streams.settings import EmbedSettings
+
+    worker = EmbedWorker(
+        KafkaSettings(), TopicSettings(), EmbedSettings(), ModelSettings(), QdrantSettings()
+    )
+    worker.run()
+
+
+# -- items -----------------------------------------------------------------------------------
+
+
+@main.group(cls=CliGroup)
+def items() -> None:
+    """The item catalog in Qdrant (`items` collection)."""
+
+
+@items.command("load")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=256, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def items_load(source: Path, batch_size: int, as_json: bool) -> None:
+    """Embed and upsert a JSON-lines catalog: {"id": ..., "text": ..., "payload": {...}}."""
+    from tqdm import tqdm
+
+    from models.catalog import load_items, read_items
+    from models.encoder import Encoder
+    from models.profile import InterestSpec
+    from models.settings import ModelSettings, QdrantSettings
+    from models.store import InterestStore
+
+    if str(source) != "-" and not source.exists():
+        fail(f"{source}: no such file")
+    fh: Any = sys.stdin.buffer if str(source) == "-" else source.open("rb")
+    with fh:
+        catalog = list(read_items(fh, "stdin" if str(source) == "-" else str(source)))
+    encoder = Encoder.from_settings(ModelSettings()).load()
+    with (
+        InterestStore.from_settings(QdrantSettings(), encoder.dimension) as store,
+        tqdm(total=len(catalog), unit="item", disable=as_json or None) as bar,
+    ):
+        store.ensure_collections(encoder.dimension, InterestSpec().vector_names())
+        count = load_items(catalog, encoder, store, batch_size=batch_size, progress=bar.update)
+    emit({"loaded": count}, as_json, f"loaded {count} items into Qdrant")
 
 
 if __name__ == "__main__":

@@ -115,3 +115,18 @@ class IntakeSettings(InterestSettings):
             max_future_ms=int(self.max_future_s * 1000),
             max_abs_weight=self.max_abs_weight,
         )
+
+
+class EmbedSettings(InterestSettings):
+    """The embed workers' consumer group and batching (see :mod:`streams.embed_worker`)."""
+
+    config_section = "embed"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_EMBED_", extra="ignore")
+
+    group_id: str = "interest-embed"
+    #: Most jobs folded in one step (one retrieve, one model call, one upsert).
+    max_batch_jobs: int = Field(default=512, ge=1)
+    #: How long a poll waits for jobs before an idle loop turns round.
+    poll_timeout_ms: int = Field(default=200, ge=1)
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)

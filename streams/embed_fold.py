@@ -1,0 +1,184 @@
+"""Fold a batch of update jobs into users' interest vectors: the embed worker's one step.
+
+Synchronous and free of Kafka, so it runs in a worker thread (the event loop keeps heartbeating)
+and is tested directly against embedded Qdrant and the real model. Per batch it makes exactly one
+``users`` retrieve, at most one ``items`` retrieve, at most one model call (for texts not in the
+encoder's cache) and one ``users`` upsert — whatever the number of jobs and users.
+
+Idempotence: the stored ``seq`` is the number ``n`` of the last event folded in. Events with
+``n <= seq`` are dropped before folding, so a replayed or re-cut job changes nothing.
+
+Which vector an event gets: the item's vector from ``items`` when the event names an item that is
+there (item and event text share the model, so they are comparable); else the event's text
+embedded; else none — the event is counted under ``no_vector`` and skipped for vectors (it still
+advances ``seq``: it has been handled).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.encoder import Encoder
+from models.interests import Observation, StateError
+from models.profile import InterestSpec, UserInterests
+from models.store import InterestStore, StoredUser
+from streams.jobs import JobEvent, UpdateJob
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldReport:
+    """What one batch did, for metrics and logs."""
+
+    jobs: int = 0
+    users: int = 0
+    events_applied: int = 0
+    events_replayed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    texts_needed: int = 0
+    item_vectors_used: int = 0
+    state_resets: int = 0
+    #: Seconds from the oldest event of each job reaching a stream worker to its upsert.
+    freshness_s: list[float] = field(default_factory=list)
+
+
+def pending_events(jobs: Sequence[UpdateJob], stored_seq: int) -> list[JobEvent]:
+    """One user's events from ``jobs`` that are not folded in yet, in ``n`` order, each once.
+
+    >>> from streams.jobs import JobEvent, UpdateJob
+    >>> def job(*ns):
+    ...     events = tuple(JobEvent(n, f"e{n}", "click", 1.0, 0, text="t") for n in ns)
+    ...     return UpdateJob("u", events, first_seen_ms=0, emitted_ms=0)
+    >>> [e.n for e in pending_events([job(3, 4), job(1, 2, 3), job(5)], stored_seq=1)]
+    [2, 3, 4, 5]
+    """
+    by_n: dict[int, JobEvent] = {}
+    for job in jobs:
+        for event in job.events:
+            if event.n > stored_seq:
+                by_n.setdefault(event.n, event)
+    return [by_n[n] for n in sorted(by_n)]
+
+
+class JobFolder:
+    """Applies batches of :class:`UpdateJob` to the ``users`` collection."""
+
+    def __init__(self, store: InterestStore, encoder: Encoder, spec: InterestSpec) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.spec = spec
+        self._collections_ready = False
+
+    def ensure_collections(self) -> None:
+        """Create ``users``/``items`` if missing; done on first use so an unreachable Qdrant
+        at start-up is retried like any other store failure instead of killing the worker."""
+        if not self._collections_ready:
+            self.store.ensure_collections(self.encoder.dimension, self.spec.vector_names())
+            self._collections_ready = True
+
+    def apply(self, jobs: Sequence[UpdateJob], now_ms: int | None = None) -> FoldReport:
+        self.ensure_collections()
+        report = FoldReport(jobs=len(jobs))
+        by_user: dict[str, list[UpdateJob]] = defaultdict(list)
+        for job in jobs:
+            by_user[job.user_id].append(job)
+        stored = self.store.get_users(by_user)
+
+        todo: dict[str, list[JobEvent]] = {}
+        for user_id, user_jobs in by_user.items():
+            seq = int(stored[user_id].payload.get("seq", 0)) if user_id in stored else 0
+            events = pending_events(user_jobs, seq)
+            report.events_replayed += sum(len(j.events) for j in user_jobs) - len(events)
+            if events:
+                todo[user_id] = events
+        if not todo:
+            return report
+
+        vectors = self._vectors([e for events in todo.values() for e in events], report)
+        writes = []
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        for user_id, events in todo.items():
+            interests = self._load(user_id, stored, report)
+            observations = []
+            for e in events:
+                vector = vectors.get((e.item_id, e.text))
+                if vector is None:
+                    report.skipped["no_vector"] += 1
+                    continue
+                observations.append(Observation(e.ts_ms, e.weight, e.type, vector, e.tags))
+            interests.update(observations)
+            report.events_applied += len(observations)
+            named, fragment = interests.to_stored()
+            payload = {
+                **fragment,
+                "user_id": user_id,
+                "seq": events[-1].n,
+                "updated_at": now_ms,
+                "events_folded": _events_folded(stored, user_id) + len(observations),
+            }
+            writes.append((user_id, named, payload))
+        self.store.upsert_users(writes)
+        report.users = len(writes)
+
+        done_ms = int(time.time() * 1000)
+        report.freshness_s = [
+            max(0.0, (done_ms - job.first_seen_ms) / 1000)
+            for user_id, user_jobs in by_user.items()
+            if user_id in todo
+            for job in user_jobs
+        ]
+        return report
+
+    def _vectors(
+        self, events: Sequence[JobEvent], report: FoldReport
+    ) -> dict[tuple[str | None, str | None], np.ndarray]:
+        """Vector per (item_id, text): items first (one retrieve), then texts (one model call)."""
+        item_ids = {e.item_id for e in events if e.item_id is not None}
+        items = self.store.get_item_vectors(item_ids) if item_ids else {}
+        out: dict[tuple[str | None, str | None], np.ndarray] = {}
+        need_text: dict[str, list[tuple[str | None, str | None]]] = defaultdict(list)
+        for e in events:
+            key = (e.item_id, e.text)
+            if key in out:
+                continue
+            if e.item_id is not None and e.item_id in items:
+                out[key] = items[e.item_id]
+                report.item_vectors_used += 1
+            elif e.text:
+                need_text[e.text].append(key)
+        if need_text:
+            texts = list(need_text)
+            report.texts_needed += len(texts)
+            embedded = self.encoder.encode(texts)
+            for text, vector in zip(texts, embedded, strict=True):
+                for key in need_text[text]:
+                    out[key] = vector
+        return out
+
+    def _load(
+        self, user_id: str, stored: Mapping[str, StoredUser], report: FoldReport
+    ) -> UserInterests:
+        if user_id not in stored:
+            return UserInterests(self.spec)
+        try:
+            return UserInterests.from_stored(
+                stored[user_id].vectors, stored[user_id].payload, self.spec
+            )
+        except StateError as exc:
+            # A damaged point must not block the user forever: start over and say so loudly.
+            log.error(
+                "user %s: stored state unusable (%s); rebuilding from new events", user_id, exc
+            )
+            report.state_resets += 1
+            return UserInterests(self.spec)
+
+
+def _events_folded(stored: Mapping[str, StoredUser], user_id: str) -> int:
+    return int(stored[user_id].payload.get("events_folded", 0)) if user_id in stored else 0

@@ -1,0 +1,238 @@
+"""The embed worker: ``interest.updates`` → per-dimension interest vectors in Qdrant.
+
+An aiokafka consumer group (scale out by adding workers; Kafka splits the partitions). Each loop:
+poll up to ``max_batch_jobs`` jobs, fold them in one step (:class:`streams.embed_fold.JobFolder`,
+in a thread so heartbeats continue), and commit the batch's offsets only after the upsert
+succeeded. If Qdrant fails, the same batch is retried with exponential backoff and nothing is
+committed, so no job is lost; replays are harmless because folding is idempotent by ``seq``.
+
+Lifecycle, like uvicorn's ``Server``: :meth:`EmbedWorker.startup` (topics, model, store, consumer),
+:meth:`EmbedWorker.main_loop`, :meth:`EmbedWorker.shutdown` (commit, close). SIGTERM/SIGINT ask
+for a graceful exit — the batch in hand is finished and committed; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
+
+from models.encoder import Encoder, ModelLoadError
+from models.profile import InterestSpec
+from models.settings import ModelSettings, QdrantSettings
+from models.store import InterestStore, StoreLockedError, StoreSchemaError
+from streams.dlq import DeadLetter, kafka_source
+from streams.embed_fold import FoldReport, JobFolder
+from streams.jobs import InvalidJob, UpdateJob
+from streams.settings import EmbedSettings, KafkaSettings, TopicSettings
+from streams.topics import ensure_topics, unreachable
+
+log = logging.getLogger(__name__)
+
+# Failures no retry can fix: stop the worker with a clear message instead of spinning.
+FATAL = (StoreSchemaError, StoreLockedError, ModelLoadError)
+
+
+@dataclass
+class EmbedStats:
+    """Running totals of one worker (exported as metrics)."""
+
+    batches: int = 0
+    jobs: int = 0
+    invalid_jobs: int = 0
+    events_applied: int = 0
+    events_replayed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    store_retries: int = 0
+    commits: int = 0
+    last_batch_s: float = 0.0
+
+    def add(self, report: FoldReport, seconds: float) -> None:
+        self.batches += 1
+        self.jobs += report.jobs
+        self.events_applied += report.events_applied
+        self.events_replayed += report.events_replayed
+        self.skipped.update(report.skipped)
+        self.last_batch_s = seconds
+
+
+class EmbedWorker:
+    """One member of the embed-worker consumer group."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        settings: EmbedSettings,
+        model: ModelSettings,
+        qdrant: QdrantSettings,
+        spec: InterestSpec | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.settings = settings
+        self.model_settings = model
+        self.qdrant_settings = qdrant
+        self.spec = spec or InterestSpec()
+        self.stats = EmbedStats()
+        self.should_exit = False
+        self.force_exit = False
+        self.started = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._store: InterestStore | None = None
+        self._folder: JobFolder | None = None
+        self.encoder: Encoder | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Block until a signal (or a fatal error) ends the worker."""
+        asyncio.run(self.serve())
+
+    async def serve(self) -> None:
+        self.install_signal_handlers()
+        try:
+            await self.startup()
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        await ensure_topics(self.kafka, self.topics, (self.topics.updates, self.topics.dlq))
+        loop = asyncio.get_running_loop()
+        encoder = Encoder.from_settings(self.model_settings)
+        await loop.run_in_executor(None, encoder.load)
+        self.encoder = encoder
+        store = InterestStore.from_settings(self.qdrant_settings, encoder.dimension)
+        self._store = store
+        self._folder = JobFolder(store, encoder, self.spec)
+        consumer = AIOKafkaConsumer(
+            self.topics.updates,
+            **self.kafka.client_kwargs(),
+            group_id=self.settings.group_id,
+            enable_auto_commit=False,  # offsets move only after the upsert succeeded
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.max_batch_jobs,
+        )
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            await consumer.stop()
+            raise unreachable(self.kafka, exc) from exc
+        self._consumer = consumer
+        self.started = True
+        log.info(
+            "embed worker up: group %s on %s, model %s on %s (%s), dim %d",
+            self.settings.group_id, self.topics.updates, encoder.model_name, encoder.device,
+            encoder.precision, encoder.dimension,
+        )  # fmt: skip
+
+    async def main_loop(self) -> None:
+        assert self._consumer is not None
+        while not self.should_exit:
+            batch = await self._consumer.getmany(
+                timeout_ms=self.settings.poll_timeout_ms,
+                max_records=self.settings.max_batch_jobs,
+            )
+            if batch:
+                await self.process(batch)
+
+    async def shutdown(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.started = False
+        log.info("embed worker stopped: %s", self.stats)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.handle_exit, sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                return
+
+    def handle_exit(self, sig: int) -> None:
+        if self.should_exit:
+            log.warning("second signal: exiting now without committing")
+            self.force_exit = True
+            os._exit(1)
+        log.info("signal %s: finishing the current batch, then exiting", signal.Signals(sig).name)
+        self.should_exit = True
+
+    # -- one batch --------------------------------------------------------------------------
+
+    async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
+        assert self._consumer is not None and self._folder is not None
+        jobs: list[UpdateJob] = []
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    jobs.append(UpdateJob.from_json(record.value))
+                except InvalidJob as exc:
+                    await self._dead_letter(record, tp, str(exc))
+        started = time.monotonic()
+        if jobs:
+            report = await self._apply_with_retry(jobs)
+            if report is None:
+                return  # asked to exit while the store was failing: nothing committed
+            self.stats.add(report, time.monotonic() - started)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        try:
+            await self._consumer.commit(offsets)
+            self.stats.commits += 1
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took these partitions away: the new owner re-reads the jobs and the
+            # seq check makes them no-ops where we already upserted.
+            log.warning("commit after rebalance failed (%s); jobs will be replayed", exc)
+
+    async def _apply_with_retry(self, jobs: list[UpdateJob]) -> FoldReport | None:
+        assert self._folder is not None
+        loop = asyncio.get_running_loop()
+        delay = self.settings.retry_initial_s
+        while True:
+            try:
+                return await loop.run_in_executor(None, self._folder.apply, jobs)
+            except FATAL:
+                raise
+            except Exception as exc:  # Qdrant down, timeouts, network: retry the same batch
+                self.stats.store_retries += 1
+                log.warning(
+                    "applying %d jobs failed (%s: %s); retrying in %.1f s without committing",
+                    len(jobs), type(exc).__name__, exc, delay,
+                )  # fmt: skip
+                if self.should_exit:
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_s)
+
+    async def _dead_letter(self, record: ConsumerRecord, tp: TopicPartition, detail: str) -> None:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(**self.kafka.client_kwargs(), acks="all")
+            await self._producer.start()
+        value = record.value or b""
+        key = record.key
+        letter = DeadLetter(
+            key, value, "invalid_job", detail, kafka_source(tp.topic, tp.partition, record.offset),
+            "embed", int(time.time() * 1000),
+        )  # fmt: skip
+        await self._producer.send_and_wait(
+            self.topics.dlq, value, key=key, headers=letter.headers()
+        )
+        self.stats.invalid_jobs += 1
+        log.error("dead-lettered an unreadable job at %s: %s", letter.source, detail)
