@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,10 +70,17 @@ def pending_events(jobs: Sequence[UpdateJob], stored_seq: int) -> list[JobEvent]
 class JobFolder:
     """Applies batches of :class:`UpdateJob` to the ``users`` collection."""
 
-    def __init__(self, store: InterestStore, encoder: Encoder, spec: InterestSpec) -> None:
+    def __init__(
+        self,
+        store: InterestStore,
+        encoder: Encoder,
+        spec: InterestSpec,
+        recent_items_cap: int = 200,
+    ) -> None:
         self.store = store
         self.encoder = encoder
         self.spec = spec
+        self.recent_items_cap = recent_items_cap
         self._collections_ready = False
 
     def ensure_collections(self) -> None:
@@ -116,12 +123,16 @@ class JobFolder:
             interests.update(observations)
             report.events_applied += len(observations)
             named, fragment = interests.to_stored()
+            previous = stored[user_id].payload if user_id in stored else {}
             payload = {
                 **fragment,
                 "user_id": user_id,
                 "seq": events[-1].n,
                 "updated_at": now_ms,
-                "events_folded": _events_folded(stored, user_id) + len(observations),
+                "events_folded": int(previous.get("events_folded", 0)) + len(observations),
+                "recent_items": recent_items(
+                    previous.get("recent_items", ()), events, self.recent_items_cap
+                ),
             }
             writes.append((user_id, named, payload))
         self.store.upsert_users(writes)
@@ -180,5 +191,14 @@ class JobFolder:
             return UserInterests(self.spec)
 
 
-def _events_folded(stored: Mapping[str, StoredUser], user_id: str) -> int:
-    return int(stored[user_id].payload.get("events_folded", 0)) if user_id in stored else 0
+def recent_items(previous: Iterable[str], events: Sequence[JobEvent], cap: int) -> list[str]:
+    """The user's most recent distinct item ids, newest last (recommend excludes them).
+
+    >>> from streams.jobs import JobEvent
+    >>> evs = [JobEvent(n, f"e{n}", "view", 0.5, 0, item_id=i) for n, i in enumerate("bcb", 1)]
+    >>> recent_items(["a", "b"], evs, cap=3)
+    ['a', 'c', 'b']
+    """
+    order = [*previous, *(e.item_id for e in events if e.item_id is not None)]
+    newest_last = list(dict.fromkeys(reversed(order)))[:cap]
+    return newest_last[::-1]
