@@ -97,7 +97,7 @@ class InterestStore:
         self,
         client: QdrantClient,
         *,
-        dimension: int,
+        dimension: int | None = None,
         users_collection: str = "users",
         items_collection: str = "items",
     ) -> None:
@@ -107,9 +107,10 @@ class InterestStore:
         self.items_collection = items_collection
 
     @classmethod
-    def from_settings(cls, settings: QdrantSettings, dimension: int) -> InterestStore:
+    def from_settings(cls, settings: QdrantSettings, dimension: int | None = None) -> InterestStore:
         """Open the store: embedded in ``settings.path`` unless ``settings.url`` is set.
 
+        ``dimension`` (the model's) is needed to write; readers may leave it out.
         Raises ``StoreLockedError`` when the embedded folder is held by another process.
         """
         if settings.url:
@@ -260,6 +261,8 @@ class InterestStore:
 
     def _vector(self, vector: VectorLike, what: str) -> list[float]:
         """Validate one vector before it reaches Qdrant, whose own errors name no user or item."""
+        if self.dimension is None:
+            raise StoreError("this store was opened for reading: no model dimension was given")
         arr = np.asarray(vector, dtype=np.float32)
         if arr.shape != (self.dimension,):
             raise ValueError(f"{what}: shape {arr.shape}, expected ({self.dimension},)")

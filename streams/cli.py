@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -20,6 +20,9 @@ from models.config import ConfigFileError, CoreSettings
 from streams.broker import BrokerError, LocalBroker
 from streams.settings import BrokerSettings, IntakeSettings, KafkaSettings, TopicSettings
 from streams.topics import KafkaUnavailable
+
+if TYPE_CHECKING:
+    from streams.store_access import StoreAccess
 
 # Errors a user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -35,6 +38,7 @@ LAZY_USER_ERRORS = (
     ("models.encoder", "ModelLoadError"),
     ("models.catalog", "InvalidItem"),
     ("streams.events", "InvalidEvent"),
+    ("streams.api", "ApiUnavailable"),
 )
 
 
@@ -202,11 +206,12 @@ def embed() -> None:
     """Run one embed worker: update jobs -> interest vectors in Qdrant."""
     from models.settings import ModelSettings, QdrantSettings
     from streams.embed_worker import EmbedWorker
-    from streams.settings import EmbedSettings
+    from streams.settings import ApiSettings, EmbedSettings
 
     worker = EmbedWorker(
-        KafkaSettings(), TopicSettings(), EmbedSettings(), ModelSettings(), QdrantSettings()
-    )
+        KafkaSettings(), TopicSettings(), EmbedSettings(), ModelSettings(), QdrantSettings(),
+        api=ApiSettings(),
+    )  # fmt: skip
     worker.run()
 
 
@@ -220,31 +225,54 @@ def items() -> None:
 
 @items.command("load")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
-@click.option("--batch-size", type=click.IntRange(1, 10_000), default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def items_load(source: Path, batch_size: int, as_json: bool) -> None:
-    """Embed and upsert a JSON-lines catalog: {"id": ..., "text": ..., "payload": {...}}."""
+def items_load(source: Path, as_json: bool) -> None:
+    """Embed and upsert a JSON-lines catalog: {"id": ..., "text": ..., "payload": {...}}.
+
+    Goes through the running service when it holds the embedded store.
+    """
     from tqdm import tqdm
 
-    from models.catalog import load_items, read_items
-    from models.encoder import Encoder
-    from models.profile import InterestSpec
-    from models.settings import ModelSettings, QdrantSettings
-    from models.store import InterestStore
-
-    if str(source) != "-" and not source.exists():
+    if str(source) == "-":
+        body, name = sys.stdin.buffer.read(), "stdin"
+    elif not source.exists():
         fail(f"{source}: no such file")
-    fh: Any = sys.stdin.buffer if str(source) == "-" else source.open("rb")
-    with fh:
-        catalog = list(read_items(fh, "stdin" if str(source) == "-" else str(source)))
-    encoder = Encoder.from_settings(ModelSettings()).load()
-    with (
-        InterestStore.from_settings(QdrantSettings(), encoder.dimension) as store,
-        tqdm(total=len(catalog), unit="item", disable=as_json or None) as bar,
-    ):
-        store.ensure_collections(encoder.dimension, InterestSpec().vector_names())
-        count = load_items(catalog, encoder, store, batch_size=batch_size, progress=bar.update)
+    else:
+        body, name = source.read_bytes(), str(source)
+    total = sum(1 for line in body.splitlines() if line.strip())
+    with tqdm(total=total, unit="item", disable=as_json or None) as bar:
+        count = _access().load_items(body, name, progress=bar.update)
     emit({"loaded": count}, as_json, f"loaded {count} items into Qdrant")
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+def _access() -> StoreAccess:
+    from models.settings import QdrantSettings
+    from streams.settings import ApiSettings
+    from streams.store_access import StoreAccess
+
+    return StoreAccess(QdrantSettings(), ApiSettings())
+
+
+@main.command()
+@click.argument("user_id")
+@click.option("--vectors", is_flag=True, help="Include the raw named vectors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+def profile(user_id: str, vectors: bool, as_json: bool) -> None:
+    """Show USER_ID's interest profile: labelled interests and each dimension's freshness."""
+    from models.user_view import format_user
+
+    view = _access().profile(user_id, with_vectors=vectors)
+    if as_json:
+        emit(view, True, "")
+        return
+    click.echo(format_user(view))
+    if vectors and view.get("vectors"):
+        for name, vector in view["vectors"].items():
+            head = ", ".join(f"{x:+.4f}" for x in vector[:8])
+            click.echo(f"{name}: [{head}, ...] ({len(vector)} dims)")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ class FoldReport:
     texts_needed: int = 0
     item_vectors_used: int = 0
     state_resets: int = 0
+    upsert_s: float = 0.0
     #: Seconds from the oldest event of each job reaching a stream worker to its upsert.
     freshness_s: list[float] = field(default_factory=list)
 
@@ -135,7 +136,9 @@ class JobFolder:
                 ),
             }
             writes.append((user_id, named, payload))
+        started = time.perf_counter()
         self.store.upsert_users(writes)
+        report.upsert_s = time.perf_counter() - started
         report.users = len(writes)
 
         done_ms = int(time.time() * 1000)

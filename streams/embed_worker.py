@@ -20,6 +20,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -29,10 +30,12 @@ from models.encoder import Encoder, ModelLoadError
 from models.profile import InterestSpec
 from models.settings import ModelSettings, QdrantSettings
 from models.store import InterestStore, StoreLockedError, StoreSchemaError
+from streams.api import ApiServer
 from streams.dlq import DeadLetter, kafka_source
 from streams.embed_fold import FoldReport, JobFolder
 from streams.jobs import InvalidJob, UpdateJob
-from streams.settings import EmbedSettings, KafkaSettings, TopicSettings
+from streams.metrics import EmbedMetrics
+from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_topics, unreachable
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ class EmbedWorker:
         model: ModelSettings,
         qdrant: QdrantSettings,
         spec: InterestSpec | None = None,
+        api: ApiSettings | None = None,
     ) -> None:
         self.kafka = kafka
         self.topics = topics
@@ -83,6 +87,15 @@ class EmbedWorker:
         self.qdrant_settings = qdrant
         self.spec = spec or InterestSpec()
         self.stats = EmbedStats()
+        self.metrics = EmbedMetrics()
+        self.api_settings = api
+        self.api: ApiServer | None = None
+        # The embedded Qdrant client is not thread-safe: every store call (the fold step and the
+        # API's queries) runs on this one thread.
+        self._store_executor = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._last_batch_monotonic: float | None = None
+        self._seen_embedded = 0
+        self._seen_hits = 0
         self.should_exit = False
         self.force_exit = False
         self.started = False
@@ -115,6 +128,12 @@ class EmbedWorker:
         store = InterestStore.from_settings(self.qdrant_settings, encoder.dimension)
         self._store = store
         self._folder = JobFolder(store, encoder, self.spec)
+        if self.api_settings is not None and self.api_settings.enabled:
+            self.api = ApiServer(
+                self.api_settings, store, encoder, self._store_executor,
+                health=self.health, metrics=self.metrics.render,
+            )  # fmt: skip
+            await self.api.start()
         consumer = AIOKafkaConsumer(
             self.topics.updates,
             **self.kafka.client_kwargs(),
@@ -130,6 +149,7 @@ class EmbedWorker:
             raise unreachable(self.kafka, exc) from exc
         self._consumer = consumer
         self.started = True
+        self.metrics.consuming.set(1)
         log.info(
             "embed worker up: group %s on %s, model %s on %s (%s), dim %d",
             self.settings.group_id, self.topics.updates, encoder.model_name, encoder.device,
@@ -147,6 +167,10 @@ class EmbedWorker:
                 await self.process(batch)
 
     async def shutdown(self) -> None:
+        self.metrics.consuming.set(0)
+        if self.api is not None:
+            await self.api.stop()
+            self.api = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -154,7 +178,8 @@ class EmbedWorker:
             await self._producer.stop()
             self._producer = None
         if self._store is not None:
-            self._store.close()
+            store = self._store
+            await asyncio.get_running_loop().run_in_executor(self._store_executor, store.close)
             self._store = None
         self.started = False
         log.info("embed worker stopped: %s", self.stats)
@@ -175,6 +200,51 @@ class EmbedWorker:
         log.info("signal %s: finishing the current batch, then exiting", signal.Signals(sig).name)
         self.should_exit = True
 
+    def health(self) -> dict[str, object]:
+        """For ``/healthz``: consuming means started, assigned partitions, not shutting down."""
+        assigned = sorted(
+            f"{tp.topic}/{tp.partition}"
+            for tp in (self._consumer.assignment() if self._consumer else ())
+        )
+        consuming = self.started and not self.should_exit and self._consumer is not None
+        age = (
+            None if self._last_batch_monotonic is None
+            else round(time.monotonic() - self._last_batch_monotonic, 3)
+        )  # fmt: skip
+        return {
+            "status": "ok" if consuming else "stopping" if self.should_exit else "starting",
+            "consuming": consuming,
+            "worker": "embed",
+            "group": self.settings.group_id,
+            "assigned": assigned,
+            "last_batch_age_s": age,
+            "jobs": self.stats.jobs,
+        }
+
+    def _record(self, report: FoldReport, jobs: int, seconds: float) -> None:
+        self.stats.add(report, seconds)
+        m = self.metrics
+        m.jobs.inc(jobs)
+        m.batch_size.observe(jobs)
+        m.batch_seconds.observe(seconds)
+        m.events_applied.inc(report.events_applied)
+        m.events_replayed.inc(report.events_replayed)
+        for reason, count in report.skipped.items():
+            m.events_skipped.labels(reason).inc(count)
+        m.item_vectors.inc(report.item_vectors_used)
+        if report.users:
+            m.upsert_seconds.observe(report.upsert_s)
+        for value in report.freshness_s:
+            m.freshness.observe(value)
+        if self.encoder is not None:
+            # Counters mirror the encoder's own totals (it also serves the API's item loads).
+            m.texts_embedded.inc(self.encoder.embedded_total - self._seen_embedded)
+            m.cache_hits.inc(self.encoder.cache_hits_total - self._seen_hits)
+            self._seen_embedded = self.encoder.embedded_total
+            self._seen_hits = self.encoder.cache_hits_total
+        self._last_batch_monotonic = time.monotonic()
+        m.last_batch.set_to_current_time()
+
     # -- one batch --------------------------------------------------------------------------
 
     async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
@@ -191,7 +261,7 @@ class EmbedWorker:
             report = await self._apply_with_retry(jobs)
             if report is None:
                 return  # asked to exit while the store was failing: nothing committed
-            self.stats.add(report, time.monotonic() - started)
+            self._record(report, len(jobs), time.monotonic() - started)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         try:
             await self._consumer.commit(offsets)
@@ -207,11 +277,12 @@ class EmbedWorker:
         delay = self.settings.retry_initial_s
         while True:
             try:
-                return await loop.run_in_executor(None, self._folder.apply, jobs)
+                return await loop.run_in_executor(self._store_executor, self._folder.apply, jobs)
             except FATAL:
                 raise
             except Exception as exc:  # Qdrant down, timeouts, network: retry the same batch
                 self.stats.store_retries += 1
+                self.metrics.store_errors.inc()
                 log.warning(
                     "applying %d jobs failed (%s: %s); retrying in %.1f s without committing",
                     len(jobs), type(exc).__name__, exc, delay,
@@ -235,4 +306,5 @@ class EmbedWorker:
             self.topics.dlq, value, key=key, headers=letter.headers()
         )
         self.stats.invalid_jobs += 1
+        self.metrics.invalid_jobs.inc()
         log.error("dead-lettered an unreadable job at %s: %s", letter.source, detail)

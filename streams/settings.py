@@ -130,3 +130,19 @@ class EmbedSettings(InterestSettings):
     poll_timeout_ms: int = Field(default=200, ge=1)
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
+
+
+class ApiSettings(InterestSettings):
+    """The local HTTP API of the process that owns the store (profile, recommend, items)."""
+
+    config_section = "api"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_API_", extra="ignore")
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"

@@ -1,0 +1,222 @@
+"""The local HTTP API served by the process that owns the store (the embed worker).
+
+Why: qdrant-client's embedded mode locks its folder to one process. While ``interest-stream run``
+(or ``embed``) runs, it owns the store, so other processes — the CLI's ``profile``,
+``recommend`` and ``items load``, or an application that wants recommendations without talking
+to Qdrant — ask it over HTTP instead. With a Qdrant server (``INTEREST_QDRANT_URL``) the CLI goes
+to Qdrant directly.
+
+Routes (JSON):
+
+- ``GET /healthz``: ``{"status": "ok", "consuming": true, ...}`` (503 while not consuming)
+- ``GET /metrics``: Prometheus text format
+- ``GET /v1/users/{user_id}?vectors=1``: the profile (:func:`models.user_view.describe_user`)
+- ``GET /v1/users/{user_id}/recommendations?limit=&dimension=&filter=k=v&diversity=``
+- ``POST /v1/items``: body = JSON lines of catalog items → ``{"loaded": n}``
+
+Every store access goes through one single-thread executor shared with the embed loop, because
+the embedded Qdrant client is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from models.catalog import InvalidItem, load_items, read_items
+from models.encoder import Encoder
+from models.store import InterestStore
+from models.user_view import describe_user
+from streams.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Recommend = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class ApiUnavailable(RuntimeError):
+    """No interest-stream API answers where the settings say; one line for the CLI."""
+
+
+class ApiServer:
+    """aiohttp app over the worker's store, encoder and (optional) recommender."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        store: InterestStore,
+        encoder: Encoder,
+        executor: Executor,
+        *,
+        health: Callable[[], dict[str, Any]],
+        metrics: Callable[[], bytes],
+        recommend: Recommend | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.encoder = encoder
+        self.executor = executor
+        self.health = health
+        self.metrics = metrics
+        self.recommend = recommend
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/metrics", self._metrics),
+                web.get("/v1/users/{user_id}", self._profile),
+                web.get("/v1/users/{user_id}/recommendations", self._recommend),
+                web.post("/v1/items", self._items),
+            ]
+        )
+        return app
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ApiUnavailable(
+                f"cannot serve the API on {self.settings.url} ({exc.strerror}); "
+                "set INTEREST_API_PORT or INTEREST_API_ENABLED=false"
+            ) from exc
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        log.info("API listening on http://%s:%s", self.settings.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _in_store_thread(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        body = self.health()
+        return web.json_response(body, status=200 if body.get("status") == "ok" else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics(), content_type="text/plain", charset="utf-8")
+
+    async def _profile(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["user_id"]
+        vectors = request.query.get("vectors", "") in {"1", "true", "yes"}
+        stored = await self._in_store_thread(lambda: self.store.get_users([user_id]))
+        return web.json_response(describe_user(user_id, stored.get(user_id), with_vectors=vectors))
+
+    async def _recommend(self, request: web.Request) -> web.Response:
+        if self.recommend is None:
+            return _error(501, "recommendations are not available in this worker")
+        user_id = request.match_info["user_id"]
+        try:
+            options = recommend_options(request.query)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        recommend = self.recommend
+        result = await self._in_store_thread(lambda: recommend(user_id, options))
+        return web.json_response(result)
+
+    async def _items(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            catalog = list(read_items(body.splitlines(), "body"))
+        except InvalidItem as exc:
+            return _error(400, str(exc))
+        count = await self._in_store_thread(lambda: load_items(catalog, self.encoder, self.store))
+        return web.json_response({"loaded": count})
+
+
+def recommend_options(query: Any) -> dict[str, Any]:
+    """Query-string parameters of the recommendations route as keyword arguments."""
+    options: dict[str, Any] = {}
+    if "limit" in query:
+        limit = int(query["limit"])
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be within 1..1000")
+        options["limit"] = limit
+    dims = query.getall("dimension", []) if hasattr(query, "getall") else []
+    if dims:
+        options["dimensions"] = list(dims)
+    filters: dict[str, list[str]] = {}
+    for raw in query.getall("filter", []) if hasattr(query, "getall") else []:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            raise ValueError(f"filter {raw!r} is not KEY=VALUE")
+        filters.setdefault(key, []).append(value)
+    if filters:
+        options["filters"] = filters
+    if "diversity" in query:
+        options["diversity"] = float(query["diversity"])
+    if query.get("include_recent", "") in {"1", "true", "yes"}:
+        options["exclude_recent"] = False
+    return options
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class ApiClient:
+    """Blocking client for the CLI (stdlib only, so the CLI starts fast)."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+
+    def _call(self, method: str, path: str, body: bytes | None = None) -> Any:
+        request = urllib.request.Request(
+            self.settings.url + path, data=body, method=method,
+            headers={"Content-Type": "application/x-ndjson"} if body is not None else {},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            with contextlib.suppress(json.JSONDecodeError, AttributeError):
+                detail = json.loads(detail).get("error", detail)
+            message = f"the API at {self.settings.url} answered {exc.code}: {detail}"
+            raise ApiUnavailable(message) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiUnavailable(
+                f"no interest-stream API answers at {self.settings.url} ({reason})"
+            ) from None
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/healthz")
+        return result
+
+    def profile(self, user_id: str, vectors: bool = False) -> dict[str, Any]:
+        path = f"/v1/users/{urllib.parse.quote(user_id, safe='')}"
+        result: dict[str, Any] = self._call("GET", path + ("?vectors=1" if vectors else ""))
+        return result
+
+    def recommend(self, user_id: str, query: list[tuple[str, str]]) -> dict[str, Any]:
+        path = f"/v1/users/{urllib.parse.quote(user_id, safe='')}/recommendations"
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        result: dict[str, Any] = self._call("GET", path)
+        return result
+
+    def load_items(self, body: bytes) -> int:
+        return int(self._call("POST", "/v1/items", body)["loaded"])
