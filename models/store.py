@@ -44,6 +44,8 @@ POINT_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "interest-stream")
 Float32Array = npt.NDArray[np.float32]
 
 ITEM_VECTOR: Final = "content"
+#: Item payload field with a non-negative popularity (prior and cold-start fallback).
+POPULARITY_FIELD: Final = "popularity"
 """The one named vector of an item point."""
 
 # The message qdrant-client's local mode raises (as a bare RuntimeError) when the folder is locked.
@@ -151,6 +153,11 @@ class InterestStore:
         self.dimension = dimension
         self._ensure(self.items_collection, [ITEM_VECTOR], dimension)
         self._ensure(self.users_collection, list(vector_names), dimension)
+        # A Qdrant server orders (recommend's popular fallback) only by indexed fields; the
+        # embedded mode ignores payload indexes, so this is harmless there.
+        self.client.create_payload_index(
+            self.items_collection, POPULARITY_FIELD, field_schema=qm.PayloadSchemaType.FLOAT
+        )
 
     def _ensure(self, name: str, vector_names: list[str], dimension: int) -> None:
         wanted = {

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from models.catalog import InvalidItem, load_items, read_items
 from models.encoder import Encoder
+from models.recommend import Recommender, parse_filter_args
 from models.store import InterestStore
 from models.user_view import describe_user
 from streams.settings import ApiSettings
@@ -61,7 +62,6 @@ class ApiServer:
         *,
         health: Callable[[], dict[str, Any]],
         metrics: Callable[[], bytes],
-        recommend: Recommend | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -69,7 +69,9 @@ class ApiServer:
         self.executor = executor
         self.health = health
         self.metrics = metrics
-        self.recommend = recommend
+        self.recommend: Recommend = lambda user_id, options: (
+            Recommender(store).recommend(user_id, **options).to_dict()
+        )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -125,15 +127,16 @@ class ApiServer:
         return web.json_response(describe_user(user_id, stored.get(user_id), with_vectors=vectors))
 
     async def _recommend(self, request: web.Request) -> web.Response:
-        if self.recommend is None:
-            return _error(501, "recommendations are not available in this worker")
         user_id = request.match_info["user_id"]
         try:
             options = recommend_options(request.query)
         except ValueError as exc:
             return _error(400, str(exc))
         recommend = self.recommend
-        result = await self._in_store_thread(lambda: recommend(user_id, options))
+        try:
+            result = await self._in_store_thread(lambda: recommend(user_id, options))
+        except ValueError as exc:  # e.g. an unknown dimension
+            return _error(400, str(exc))
         return web.json_response(result)
 
     async def _items(self, request: web.Request) -> web.Response:
@@ -157,14 +160,9 @@ def recommend_options(query: Any) -> dict[str, Any]:
     dims = query.getall("dimension", []) if hasattr(query, "getall") else []
     if dims:
         options["dimensions"] = list(dims)
-    filters: dict[str, list[str]] = {}
-    for raw in query.getall("filter", []) if hasattr(query, "getall") else []:
-        key, sep, value = raw.partition("=")
-        if not sep or not key:
-            raise ValueError(f"filter {raw!r} is not KEY=VALUE")
-        filters.setdefault(key, []).append(value)
+    filters = query.getall("filter", []) if hasattr(query, "getall") else []
     if filters:
-        options["filters"] = filters
+        options["filters"] = parse_filter_args(filters)
     if "diversity" in query:
         options["diversity"] = float(query["diversity"])
     if query.get("include_recent", "") in {"1", "true", "yes"}:

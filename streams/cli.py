@@ -275,5 +275,90 @@ def profile(user_id: str, vectors: bool, as_json: bool) -> None:
             click.echo(f"{name}: [{head}, ...] ({len(vector)} dims)")
 
 
+@main.command()
+@click.argument("user_id")
+@click.option(
+    "--dimension",
+    "dimensions",
+    multiple=True,
+    metavar="D",
+    help="Use only these dimensions/clusters (short_term, long_term, search, "
+    "interests, interest_<k>); repeatable. Default: all, fused.",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Item payload filter; KEY=a,b matches any; repeatable.",
+)
+@click.option(
+    "--diversity",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="MMR diversity in [0, 1] (0 = pure relevance).",
+)
+@click.option("--include-recent", is_flag=True, help="Do not exclude items the user just saw.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def recommend(
+    user_id: str,
+    dimensions: tuple[str, ...],
+    limit: int,
+    filters: tuple[str, ...],
+    diversity: float | None,
+    include_recent: bool,
+    as_json: bool,
+) -> None:
+    """Recommend items for USER_ID from Qdrant by similarity to the user's interest vectors."""
+    from models.recommend import Recommender, parse_filter_args
+
+    try:
+        parsed = parse_filter_args(filters)
+    except ValueError as exc:
+        fail(str(exc))
+    options: dict[str, Any] = {"limit": limit, "exclude_recent": not include_recent}
+    query: list[tuple[str, str]] = [("limit", str(limit))]
+    if dimensions:
+        options["dimensions"] = list(dimensions)
+        query += [("dimension", d) for d in dimensions]
+    if parsed:
+        options["filters"] = parsed
+        query += [("filter", f) for f in filters]
+    if diversity is not None:
+        options["diversity"] = diversity
+        query.append(("diversity", str(diversity)))
+    if include_recent:
+        query.append(("include_recent", "1"))
+
+    def direct(store: Any, uid: str, opts: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return Recommender(store).recommend(uid, **opts).to_dict()
+        except ValueError as exc:
+            fail(str(exc))
+
+    result = _access().recommend(user_id, options, query, direct)
+    if as_json:
+        emit(result, True, "")
+        return
+    click.echo(format_recommendation(result))
+
+
+def format_recommendation(result: dict[str, Any]) -> str:
+    strategy = result["strategy"]
+    lines = [f"recommendations for {result['user_id']} ({strategy})"]
+    note = result.get("explanation", {}).get("note")
+    if note:
+        lines.append(note)
+    sources = result.get("explanation", {}).get("item_sources", {})
+    for rank, item in enumerate(result["items"], start=1):
+        text = str(item["payload"].get("text", ""))[:60]
+        why = sources.get(item["item_id"], "")
+        lines.append(f"{rank:>3}. {item['score']:+.3f}  {item['item_id']:<28} {text:<60} {why}")
+    if not result["items"]:
+        lines.append("  (nothing to recommend)")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,676 @@
+"""Recommendations from a user's interest vectors: one Qdrant Query API call, fused server-side.
+
+How a personal recommendation is scored
+---------------------------------------
+The user point (``users``) is read first; its named vectors become *sources*:
+
+- the plain dimensions (``short_term``, ``long_term``, ``search``, or any configured one), weighted
+  by :data:`DEFAULT_DIMENSION_WEIGHTS` (short_term > search > long_term; unknown names 1.0);
+- the interest clusters ``interest_<k>``, which share ``interests`` (default 1.0) in proportion to
+  the cluster weights the embed worker stored in ``payload.state.interests[*].weight``.
+
+Raw weights are normalised to sum to 1, so a score is a weighted mean of cosines. Then one
+``query_points`` on ``items`` runs a prefetch per source (nearest items to that vector, ``C``
+candidates each), one more for the ``negative`` vector, and rescores their union server-side
+with a :class:`~qdrant_client.models.FormulaQuery` ("score boosting", Qdrant ≥ 1.14)::
+
+    score = Σ_i w_i·$score[i]  −  w_neg·max($score[neg], 0)  +  w_pop·ln(1 + popularity)
+
+``$score[i]`` is the item's cosine with source ``i`` when source ``i`` retrieved it (its top ``C``,
+``C = max(100, 5·limit)``) and 0 otherwise (core's default). That is deliberate multi-interest
+retrieval: every candidate is strongly relevant to at least one dimension or cluster and gains
+from every other one that also retrieved it. Scoring the whole catalog by the weighted sum would
+be the same as querying with one averaged vector, which favours bland items halfway between a
+user's distinct interests. (With unrelated random sources the two rankings differ a lot: on 1000
+random 8-d items their top 10s shared 1 to 8 items.)
+
+The negative term only punishes items close to what the user disliked (``max(…, 0)``): it is
+evidence, not an anti-query. The prior applies only where the popularity field holds one number
+≥ 0: a condition factor comes first in its product, and a product stops at its first 0 in core
+and local mode alike, so a missing, negative, list or string value adds nothing instead of
+failing (local mode raises on a non-number where core would read 0).
+
+Why a formula and not RRF/DBSF: qdrant-client 1.20's local mode implements all three, mirroring
+core (``local/local_collection.py::_merge_sources``: ``FusionQuery`` RRF/DBSF, weighted
+``RrfQuery``; ``FormulaQuery`` via ``hybrid/formula.py``). But rank fusion throws away the
+similarity magnitudes and cannot subtract negative evidence or add a payload prior, and DBSF
+has no weights. Only the formula is a real weighted linear fusion with a negative term and a
+popularity prior in the same single call.
+
+Diversity (MMR, Qdrant ≥ 1.15): with ``diversity`` set, the formula stage becomes a nested
+prefetch (its top ``C``) and the outer query is ``NearestQuery(mmr=Mmr(diversity, C))``, still
+one call; local mode runs MMR over prefetch results (``_search_with_mmr``). MMR needs one query
+vector for relevance; we pass ``Σ w_i v_i − w_neg v_neg`` (normalised): over the retrieved pool
+its cosine ranks like the weighted sum of all the sources' cosines, so under diversity the final
+scores are cosines to that vector and the popularity prior only shapes which candidates MMR
+picks from.
+
+Needs qdrant-client ≥ 1.15 and, with a server, Qdrant ≥ 1.15 (≥ 1.14 without diversity).
+
+Fallbacks (never an exception for a user without vectors)
+---------------------------------------------------------
+An unknown user, one with nothing folded yet, or one lacking every requested dimension gets the
+most popular items: ``OrderByQuery`` on the popularity field, descending, with the same filters
+and exclusions (strategy ``fallback_popular``). Items without a numeric value there are skipped.
+No popularity field, no item carrying it, or a server refusing ``order_by`` (a Qdrant server
+needs a range payload index on the field; local mode does not) gives strategy
+``fallback_empty``: no items and a note saying why.
+
+The pure parts (source weights, the filter, the request, the explanation) are plain functions;
+:meth:`Recommender.recommend` reads the user point and then makes exactly one ``query_points``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from qdrant_client import QdrantClient
+from qdrant_client.http import models as qm
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from models.clusters import VECTOR_PREFIX
+from models.store import ITEM_VECTOR, InterestStore, item_point_id, user_point_id
+
+NEGATIVE: Final = "negative"
+INTERESTS: Final = "interests"
+"""Pseudo-dimension naming all interest clusters at once (in ``dimensions`` and ``weights``)."""
+
+DEFAULT_DIMENSION_WEIGHTS: Final[Mapping[str, float]] = {
+    "short_term": 1.0,  # what the user is into right now leads
+    "search": 0.8,  # explicit intent, fresher than taste
+    "long_term": 0.6,  # stable taste keeps results from swinging with every click
+    INTERESTS: 1.0,  # shared by the clusters in proportion to their stored weights
+}
+UNKNOWN_DIMENSION_WEIGHT: Final = 1.0
+DEFAULT_NEGATIVE_WEIGHT: Final = 0.5
+DEFAULT_POPULARITY_WEIGHT: Final = 0.01
+"""ln(1+100)·0.01 ≈ 0.05: enough to break near-ties in cosine, not to override taste."""
+DEFAULT_POPULARITY_FIELD: Final = "popularity"
+MIN_CANDIDATES: Final = 100
+MAX_LIMIT: Final = 1000
+
+Strategy = Literal["personal", "fallback_popular", "fallback_empty"]
+FilterScalar = str | int | float | bool
+FilterValue = FilterScalar | Sequence[str] | Sequence[int]
+FloatArray = npt.NDArray[np.float64]
+
+
+class RecommendedItem(NamedTuple):
+    """One result; unpacks as ``item_id, score, payload``."""
+
+    item_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One positive prefetch: a user vector and its share of the score (weights sum to 1)."""
+
+    vector: str
+    kind: Literal["dimension", "interest"]
+    weight: float
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What a person reads: the cluster label, else the vector name."""
+        return self.label or self.vector
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why these items: contributing sources and weights, penalties, priors, exclusions."""
+
+    sources: tuple[Source, ...] = ()
+    negative_weight: float = 0.0  # 0.0 when the user has no negative vector or it is disabled
+    popularity_field: str | None = None
+    popularity_weight: float = 0.0
+    diversity: float | None = None
+    excluded: int = 0  # item ids excluded (recent items + exclude_items)
+    filters: dict[str, Any] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()  # requested dimensions the user has no vector for
+    item_sources: dict[str, str] = field(default_factory=dict)  # item → top contributing source
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for the CLI and the HTTP API."""
+        return {
+            "sources": [
+                {"vector": s.vector, "kind": s.kind, "label": s.label, "weight": round(s.weight, 4)}
+                for s in self.sources
+            ],
+            "negative_weight": self.negative_weight,
+            "popularity": (
+                {"field": self.popularity_field, "weight": self.popularity_weight}
+                if self.popularity_field
+                else None
+            ),
+            "diversity": self.diversity,
+            "excluded": self.excluded,
+            "filters": dict(self.filters),
+            "missing": list(self.missing),
+            "item_sources": dict(self.item_sources),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The answer to one ``recommend`` call."""
+
+    user_id: str
+    strategy: Strategy
+    items: tuple[RecommendedItem, ...]
+    explanation: Explanation
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for the CLI and the HTTP API."""
+        return {
+            "user_id": self.user_id,
+            "strategy": self.strategy,
+            "items": [
+                {"item_id": i.item_id, "score": i.score, "payload": i.payload} for i in self.items
+            ],
+            "explanation": self.explanation.to_dict(),
+        }
+
+
+# -- pure parts --------------------------------------------------------------------------------
+
+
+def _finite_weight(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must be ≥ 0, got {value!r}")
+    return float(value)
+
+
+def cluster_info(payload: Mapping[str, Any]) -> dict[str, tuple[float | None, str | None]]:
+    """``{"interest_<k>": (weight, label)}`` from ``payload.state.interests``; malformed entries
+    are skipped (a damaged payload degrades to equal cluster shares, never to an error)."""
+    state = payload.get("state")
+    slots = state.get("interests") if isinstance(state, Mapping) else None
+    out: dict[str, tuple[float | None, str | None]] = {}
+    if not isinstance(slots, list):
+        return out
+    for slot in slots:
+        if not isinstance(slot, Mapping):
+            continue
+        index = slot.get("slot")
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            continue
+        weight = slot.get("weight")
+        w: float | None = None
+        if isinstance(weight, int | float) and not isinstance(weight, bool):
+            w = float(weight) if math.isfinite(weight) and weight >= 0 else None
+        label = slot.get("label")
+        out[f"{VECTOR_PREFIX}{index}"] = (w, label if isinstance(label, str) else None)
+    return out
+
+
+def plan_sources(
+    vector_names: Iterable[str],
+    payload: Mapping[str, Any],
+    *,
+    dimensions: Sequence[str] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> tuple[list[Source], list[str]]:
+    """Positive sources with normalised weights, and the requested names the user lacks.
+
+    ``dimensions``: vector names, ``"interests"`` (every cluster) or ``None`` (every positive
+    vector the user has). ``weights`` override :data:`DEFAULT_DIMENSION_WEIGHTS` per name;
+    ``"interests"`` is the clusters' total, ``"interest_<k>"`` sets one cluster's raw weight.
+    Sources whose weight comes out 0 get no prefetch.
+    """
+    have = [n for n in vector_names if n != NEGATIVE]
+    table = {**DEFAULT_DIMENSION_WEIGHTS}
+    for key, value in (weights or {}).items():
+        table[key] = _finite_weight(value, f"weight of {key!r}")
+    missing: list[str] = []
+    if dimensions is None:
+        wanted = list(have)
+    else:
+        if NEGATIVE in dimensions:
+            raise ValueError(
+                "'negative' is negative evidence, not a source; tune it with negative_weight"
+            )
+        wanted = []
+        for name in dict.fromkeys(dimensions):
+            if name == INTERESTS:
+                hits = [n for n in have if n.startswith(VECTOR_PREFIX)]
+                wanted += hits
+                missing += [] if hits else [name]
+            elif name in have:
+                wanted.append(name)
+            else:
+                missing.append(name)
+        wanted = list(dict.fromkeys(wanted))
+
+    clusters = cluster_info(payload)
+    slot_names = [n for n in have if n.startswith(VECTOR_PREFIX)]
+    stored = {n: clusters.get(n, (None, None))[0] for n in slot_names}
+    if any(w for w in stored.values()):
+        total = sum(w or 0.0 for w in stored.values())
+        shares = {n: (w or 0.0) / total for n, w in stored.items()}
+    else:  # no usable stored weights (planted or damaged point): equal shares
+        shares = {n: 1.0 / len(slot_names) for n in slot_names}
+
+    raw: list[tuple[str, float]] = []
+    for name in wanted:
+        if name.startswith(VECTOR_PREFIX):
+            w = table[name] if name in table else table.get(INTERESTS, 1.0) * shares[name]
+        else:
+            w = table.get(name, UNKNOWN_DIMENSION_WEIGHT)
+        if w > 0:
+            raw.append((name, w))
+    total = sum(w for _, w in raw)
+    raw = [(name, w) for name, w in raw if w / total > 0]  # a denormal share underflows to 0
+    sources = [
+        Source(
+            vector=name,
+            kind="interest" if name.startswith(VECTOR_PREFIX) else "dimension",
+            weight=w / total,
+            label=clusters.get(name, (None, None))[1] if name.startswith(VECTOR_PREFIX) else None,
+        )
+        for name, w in raw
+    ]
+    return sources, missing
+
+
+def build_filter(
+    filters: Mapping[str, FilterValue] | None, exclude_point_ids: Sequence[str] = ()
+) -> qm.Filter | None:
+    """Payload filters (all must hold) plus excluded item points; ``None`` when there are none.
+
+    A scalar matches exactly (a float as a one-point range); a list matches any of its values
+    (all strings or all ints).
+    """
+    must: list[qm.Condition] = []
+    for key, value in (filters or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"filter key must be a non-empty string, got {key!r}")
+        if isinstance(value, bool | int | str):
+            must.append(qm.FieldCondition(key=key, match=qm.MatchValue(value=value)))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"filter {key}: value must be finite, got {value!r}")
+            must.append(qm.FieldCondition(key=key, range=qm.Range(gte=value, lte=value)))
+        elif isinstance(value, Sequence) and value:
+            values = list(value)
+            if all(isinstance(v, str) for v in values):
+                any_str = [str(v) for v in values]
+                must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=any_str)))
+            elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                any_int = [v for v in values if isinstance(v, int)]
+                must.append(qm.FieldCondition(key=key, match=qm.MatchAny(any=any_int)))
+            else:
+                raise ValueError(f"filter {key}: a list must be all strings or all integers")
+        else:
+            raise ValueError(f"filter {key}: unsupported value {value!r}")
+    must_not: list[qm.Condition] = []
+    if exclude_point_ids:
+        must_not.append(qm.HasIdCondition(has_id=list(exclude_point_ids)))
+    if not must and not must_not:
+        return None
+    return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+def parse_filter_args(pairs: Iterable[str]) -> dict[str, FilterValue]:
+    """``["category=ml", "tags=a,b", "year=2024"]`` → filters for :meth:`Recommender.recommend`.
+
+    For command lines: ``true``/``false`` become booleans, integers become ints, a comma makes a
+    list (match any); anything else stays a string. Repeating a key is an error.
+
+    >>> parse_filter_args(["category=ml", "tags=a,b", "year=2024", "new=true"])
+    {'category': 'ml', 'tags': ['a', 'b'], 'year': 2024, 'new': True}
+    """
+
+    def scalar(text: str) -> str | int | bool:
+        if text in ("true", "false"):
+            return text == "true"
+        try:
+            return int(text)
+        except ValueError:
+            return text
+
+    out: dict[str, FilterValue] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"filter {pair!r}: expected KEY=VALUE")
+        if key in out:
+            raise ValueError(f"filter key {key!r} given twice; use KEY=a,b to match any of several")
+        if "," in value:
+            parts = [scalar(p.strip()) for p in value.split(",") if p.strip()]
+            if all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
+                out[key] = [int(p) for p in parts]
+            else:
+                out[key] = [str(p) for p in parts]
+        else:
+            out[key] = scalar(value.strip())
+    return out
+
+
+def candidate_count(limit: int) -> int:
+    """Prefetch depth per source: enough headroom for fusion to reorder, bounded for cost."""
+    return min(max(MIN_CANDIDATES, 5 * limit), 5 * MAX_LIMIT)
+
+
+def build_formula(
+    weights: Sequence[float],
+    negative_weight: float,
+    popularity_field: str | None,
+    popularity_weight: float,
+) -> qm.FormulaQuery:
+    """The fusion formula over prefetches ``0..n-1`` (positive) and ``n`` (negative, if any)."""
+    terms: list[qm.Expression] = [
+        qm.MultExpression(mult=[w, f"$score[{i}]"]) for i, w in enumerate(weights)
+    ]
+    if negative_weight > 0:
+        penalty = qm.MaxExpression(max=[f"$score[{len(weights)}]", 0.0])
+        terms.append(qm.MultExpression(mult=[-negative_weight, penalty]))
+    defaults: dict[str, Any] = {}
+    if popularity_field and popularity_weight > 0:
+        # The guard comes first: a product stops at its first 0 factor (core and local mode
+        # alike), so items whose field is missing, negative, not a number or a list get no prior
+        # instead of an error (local mode raises on a non-number; core would read it as 0).
+        guard = qm.Filter(
+            must=[
+                qm.FieldCondition(key=popularity_field, range=qm.Range(gte=0)),
+                qm.FieldCondition(key=popularity_field, values_count=qm.ValuesCount(lte=1)),
+            ]
+        )
+        prior = qm.LnExpression(ln=qm.SumExpression(sum=[1.0, popularity_field]))
+        terms.append(qm.MultExpression(mult=[guard, popularity_weight, prior]))
+        defaults[popularity_field] = 0.0
+    return qm.FormulaQuery(formula=qm.SumExpression(sum=terms), defaults=defaults or None)
+
+
+def mmr_vector(
+    sources: Sequence[Source], vectors: Mapping[str, FloatArray], negative_weight: float
+) -> list[float]:
+    """The linear part of the formula as one unit query vector (MMR's relevance)."""
+    q = sum((s.weight * vectors[s.vector] for s in sources), np.zeros(1))
+    if negative_weight > 0 and NEGATIVE in vectors:
+        with_neg = q - negative_weight * vectors[NEGATIVE]
+        if np.linalg.norm(with_neg) > 1e-9:
+            q = with_neg
+    norm = float(np.linalg.norm(q))
+    if norm <= 1e-9:  # opposite sources cancelled out: fall back to the heaviest one
+        q, norm = vectors[max(sources, key=lambda s: s.weight).vector], 1.0
+    result: list[float] = (q / norm).tolist()
+    return result
+
+
+def build_request(
+    sources: Sequence[Source],
+    vectors: Mapping[str, FloatArray],
+    *,
+    limit: int,
+    query_filter: qm.Filter | None,
+    negative_weight: float,
+    popularity_field: str | None,
+    popularity_weight: float,
+    diversity: float | None,
+) -> dict[str, Any]:
+    """Keyword arguments for the one ``client.query_points`` on the items collection."""
+    depth = candidate_count(limit)
+    prefetch = [
+        qm.Prefetch(query=vectors[s.vector].tolist(), using=ITEM_VECTOR, limit=depth)
+        for s in sources
+    ]
+    use_negative = negative_weight > 0 and NEGATIVE in vectors
+    if use_negative:
+        prefetch.append(
+            qm.Prefetch(query=vectors[NEGATIVE].tolist(), using=ITEM_VECTOR, limit=depth)
+        )
+    formula = build_formula(
+        [s.weight for s in sources],
+        negative_weight if use_negative else 0.0,
+        popularity_field,
+        popularity_weight,
+    )
+    common: dict[str, Any] = {
+        "query_filter": query_filter,
+        "limit": limit,
+        "with_payload": True,
+        "with_vectors": [ITEM_VECTOR],
+    }
+    if diversity is None:
+        return {"prefetch": prefetch, "query": formula, **common}
+    fused = qm.Prefetch(prefetch=prefetch, query=formula, limit=depth)
+    nearest = qm.NearestQuery(
+        nearest=mmr_vector(sources, vectors, negative_weight if use_negative else 0.0),
+        mmr=qm.Mmr(diversity=diversity, candidates_limit=depth),
+    )
+    return {"prefetch": [fused], "query": nearest, "using": ITEM_VECTOR, **common}
+
+
+def attribute(
+    item_vector: FloatArray | None, sources: Sequence[Source], vectors: Mapping[str, FloatArray]
+) -> str | None:
+    """The source contributing most (``w_i · cos``) to one item; ``None`` without a vector."""
+    if item_vector is None or not sources:
+        return None
+    norm = float(np.linalg.norm(item_vector))
+    if norm == 0:
+        return None
+    unit = item_vector / norm
+    best = max(sources, key=lambda s: s.weight * float(vectors[s.vector] @ unit))
+    return best.name
+
+
+# -- I/O ---------------------------------------------------------------------------------------
+
+
+def _vectors(raw: Any) -> dict[str, FloatArray]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {
+        name: np.asarray(vec, dtype=np.float64)
+        for name, vec in raw.items()
+        if isinstance(vec, list) and vec and not isinstance(vec[0], list)
+    }
+
+
+def _reason(exc: Exception) -> str:
+    """One line from a Qdrant error: the server's own message when it sent one."""
+    if isinstance(exc, UnexpectedResponse):
+        try:
+            error = json.loads(exc.content)["status"]["error"]
+        except (ValueError, KeyError, TypeError):
+            error = None
+        if isinstance(error, str) and error:
+            return error.splitlines()[0]
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Recommender:
+    """Recommends items for users from their interest vectors (see the module doc)."""
+
+    def __init__(
+        self,
+        source: InterestStore | QdrantClient,
+        *,
+        users_collection: str = "users",
+        items_collection: str = "items",
+        weights: Mapping[str, float] | None = None,
+    ) -> None:
+        """From a store (its client and collection names) or a client and collection names.
+
+        ``weights`` replace :data:`DEFAULT_DIMENSION_WEIGHTS` per name for every call.
+        """
+        if isinstance(source, InterestStore):
+            self.client = source.client
+            self.users_collection = source.users_collection
+            self.items_collection = source.items_collection
+        else:
+            self.client = source
+            self.users_collection = users_collection
+            self.items_collection = items_collection
+        self.weights = {
+            k: _finite_weight(v, f"weight of {k!r}") for k, v in (weights or {}).items()
+        }
+
+    def recommend(
+        self,
+        user_id: str,
+        *,
+        dimensions: Sequence[str] | None = None,
+        limit: int = 10,
+        filters: Mapping[str, FilterValue] | None = None,
+        exclude_recent: bool = True,
+        exclude_items: Sequence[str] = (),
+        diversity: float | None = None,
+        weights: Mapping[str, float] | None = None,
+        popularity_field: str | None = DEFAULT_POPULARITY_FIELD,
+        popularity_weight: float = DEFAULT_POPULARITY_WEIGHT,
+        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
+    ) -> Recommendation:
+        """Top ``limit`` items for ``user_id``: personal when the user has vectors, else the
+        documented fallback. Raises ``ValueError`` only for invalid arguments."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an integer in [1, {MAX_LIMIT}], got {limit!r}")
+        if diversity is not None and not (
+            isinstance(diversity, int | float) and 0.0 <= diversity <= 1.0
+        ):
+            raise ValueError(f"diversity must be in [0, 1], got {diversity!r}")
+        negative_weight = _finite_weight(negative_weight, "negative_weight")
+        popularity_weight = _finite_weight(popularity_weight, "popularity_weight")
+        merged = {**self.weights, **(weights or {})}
+
+        vectors, payload = self._load_user(user_id)
+        sources, missing = plan_sources(
+            vectors, payload, dimensions=dimensions, weights=merged
+        )  # validates dimensions/weights even for unknown users
+        recent = payload.get("recent_items") if exclude_recent else None
+        recent_ids = [str(i) for i in recent] if isinstance(recent, list) else []
+        excluded = list(dict.fromkeys([*recent_ids, *exclude_items]))
+        query_filter = build_filter(filters, sorted(item_point_id(i) for i in excluded))
+        explanation = Explanation(
+            excluded=len(excluded),
+            filters=dict(filters or {}),
+            missing=tuple(missing),
+            diversity=None if diversity is None else float(diversity),
+        )
+        if not sources:
+            has_positive = any(name != NEGATIVE for name in vectors)
+            return self._fallback(
+                user_id, limit, query_filter, popularity_field, explanation, has_positive
+            )
+
+        use_pop = bool(popularity_field) and popularity_weight > 0
+        request = build_request(
+            sources,
+            vectors,
+            limit=limit,
+            query_filter=query_filter,
+            negative_weight=negative_weight,
+            popularity_field=popularity_field if use_pop else None,
+            popularity_weight=popularity_weight if use_pop else 0.0,
+            diversity=diversity,
+        )
+        points = self.client.query_points(self.items_collection, **request).points
+        items, item_sources = [], {}
+        for point in points:
+            body = dict(point.payload or {})
+            item_id = str(body.get("item_id", point.id))
+            items.append(RecommendedItem(item_id, float(point.score), body))
+            top = attribute(_vectors(point.vector).get(ITEM_VECTOR), sources, vectors)
+            if top is not None:
+                item_sources[item_id] = top
+        applied_negative = negative_weight if NEGATIVE in vectors else 0.0
+        note = "weighted fusion of the user's dimensions and interest clusters"
+        if diversity is not None:
+            note += f"; MMR diversity {diversity:g} (scores are cosines to the fused query)"
+        explanation = replace(
+            explanation,
+            sources=tuple(sources),
+            negative_weight=applied_negative,
+            popularity_field=popularity_field if use_pop else None,
+            popularity_weight=popularity_weight if use_pop else 0.0,
+            item_sources=item_sources,
+            note=note,
+        )
+        return Recommendation(user_id, "personal", tuple(items), explanation)
+
+    def _load_user(self, user_id: str) -> tuple[dict[str, FloatArray], dict[str, Any]]:
+        """The user's named vectors and payload; empty for an unknown user or missing collection."""
+        try:
+            records = self.client.retrieve(
+                self.users_collection,
+                ids=[user_point_id(user_id)],
+                with_payload=True,
+                with_vectors=True,
+            )
+        except UnexpectedResponse as exc:
+            if exc.status_code == 404:
+                return {}, {}
+            raise
+        except ValueError as exc:  # local mode: "Collection users not found"
+            if "not found" in str(exc):
+                return {}, {}
+            raise
+        if not records:
+            return {}, {}
+        return _vectors(records[0].vector), dict(records[0].payload or {})
+
+    def _fallback(
+        self,
+        user_id: str,
+        limit: int,
+        query_filter: qm.Filter | None,
+        popularity_field: str | None,
+        explanation: Explanation,
+        has_positive: bool,
+    ) -> Recommendation:
+        """Most popular items (one ``OrderByQuery``), or nothing with the reason in the note."""
+        why = (
+            "none of the requested dimensions has a vector yet"
+            if has_positive
+            else "no interest vectors for this user yet"
+        )
+
+        def answer(strategy: Strategy, items: list[RecommendedItem], note: str) -> Recommendation:
+            field = popularity_field if strategy == "fallback_popular" else None
+            expl = replace(explanation, popularity_field=field, note=note)
+            return Recommendation(user_id, strategy, tuple(items), expl)
+
+        if not popularity_field:
+            return answer("fallback_empty", [], f"{why}; no popularity field configured")
+        order = qm.OrderBy(key=popularity_field, direction=qm.Direction.DESC)
+        try:
+            points = self.client.query_points(
+                self.items_collection,
+                query=qm.OrderByQuery(order_by=order),
+                query_filter=query_filter,
+                limit=2 * limit,  # a list-valued field may return a point once per value
+                with_payload=True,
+            ).points
+        except (UnexpectedResponse, ValueError) as exc:
+            reason = _reason(exc)
+            return answer("fallback_empty", [], f"{why}; popular items unavailable ({reason})")
+        items: dict[str, RecommendedItem] = {}
+        for point in points:
+            body = dict(point.payload or {})
+            value = body.get(popularity_field)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            item_id = str(body.get("item_id", point.id))
+            items.setdefault(item_id, RecommendedItem(item_id, float(value), body))
+        ranked = sorted(items.values(), key=lambda i: (-i.score, i.item_id))[:limit]
+        if not ranked:
+            return answer("fallback_empty", [], f"{why}; no item has {popularity_field!r}")
+        return answer(
+            "fallback_popular", ranked, f"{why}; most popular items by {popularity_field!r}"
+        )
