@@ -102,8 +102,10 @@ class InterestStore:
         dimension: int | None = None,
         users_collection: str = "users",
         items_collection: str = "items",
+        remote: bool = False,
     ) -> None:
         self.client = client
+        self.remote = remote
         self.dimension = dimension
         self.users_collection = users_collection
         self.items_collection = items_collection
@@ -125,6 +127,7 @@ class InterestStore:
             dimension=dimension,
             users_collection=settings.users_collection,
             items_collection=settings.items_collection,
+            remote=bool(settings.url),
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -153,11 +156,12 @@ class InterestStore:
         self.dimension = dimension
         self._ensure(self.items_collection, [ITEM_VECTOR], dimension)
         self._ensure(self.users_collection, list(vector_names), dimension)
-        # A Qdrant server orders (recommend's popular fallback) only by indexed fields; the
-        # embedded mode ignores payload indexes, so this is harmless there.
-        self.client.create_payload_index(
-            self.items_collection, POPULARITY_FIELD, field_schema=qm.PayloadSchemaType.FLOAT
-        )
+        if self.remote:
+            # A Qdrant server orders (recommend's popular fallback) only by indexed fields;
+            # the embedded mode has no payload indexes and warns about them.
+            self.client.create_payload_index(
+                self.items_collection, POPULARITY_FIELD, field_schema=qm.PayloadSchemaType.FLOAT
+            )
 
     def _ensure(self, name: str, vector_names: list[str], dimension: int) -> None:
         wanted = {
