@@ -62,6 +62,7 @@ class ApiServer:
         *,
         health: Callable[[], dict[str, Any]],
         metrics: Callable[[], bytes],
+        ensure_collections: Callable[[], None],
     ) -> None:
         self.settings = settings
         self.store = store
@@ -69,6 +70,7 @@ class ApiServer:
         self.executor = executor
         self.health = health
         self.metrics = metrics
+        self.ensure_collections = ensure_collections
         self.recommend: Recommend = lambda user_id, options: (
             Recommender(store).recommend(user_id, **options).to_dict()
         )
@@ -111,7 +113,11 @@ class ApiServer:
             self._runner = None
 
     async def _in_store_thread(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+        def call() -> T:
+            self.ensure_collections()  # a no-op once the embed loop or a request created them
+            return fn()
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         body = self.health()

@@ -198,7 +198,20 @@ def stream() -> None:
     """Run one stream worker (faust): validate, dedupe, window, emit update jobs."""
     from streams.stream_app import run_stream_worker
 
-    run_stream_worker()
+    sys.exit(run_stream_worker())
+
+
+@main.command()
+@click.option("--fast", is_flag=True, help="A smaller catalog and fewer events (for CI).")
+@click.option("--keep", is_flag=True, help="Keep the demo's topics and data for inspection.")
+def demo(fast: bool, keep: bool) -> None:
+    """Watch the whole pipeline work: broker, workers, catalog, two users' taste shifts."""
+    from streams.demo import Demo, DemoFailed
+
+    try:
+        Demo(fast=fast, keep=keep, echo=click.echo).run()
+    except DemoFailed as exc:
+        fail(f"demo failed: {exc}")
 
 
 @main.command()

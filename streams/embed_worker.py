@@ -132,6 +132,7 @@ class EmbedWorker:
             self.api = ApiServer(
                 self.api_settings, store, encoder, self._store_executor,
                 health=self.health, metrics=self.metrics.render,
+                ensure_collections=self._folder.ensure_collections,
             )  # fmt: skip
             await self.api.start()
         consumer = AIOKafkaConsumer(
