@@ -27,7 +27,7 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -61,7 +61,7 @@ class ApiServer:
         executor: Executor,
         *,
         health: Callable[[], dict[str, Any]],
-        metrics: Callable[[], bytes],
+        metrics: Callable[[], Awaitable[bytes]],
         ensure_collections: Callable[[], None],
     ) -> None:
         self.settings = settings
@@ -124,7 +124,8 @@ class ApiServer:
         return web.json_response(body, status=200 if body.get("status") == "ok" else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics(), content_type="text/plain", charset="utf-8")
+        body = await self.metrics()
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def _profile(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]

@@ -373,5 +373,13 @@ def format_recommendation(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _register_lag() -> None:
+    from streams.lag_cli import lag
+
+    main.add_command(lag)
+
+
+_register_lag()
+
 if __name__ == "__main__":
     main()

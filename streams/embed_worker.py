@@ -34,6 +34,7 @@ from streams.api import ApiServer
 from streams.dlq import DeadLetter, kafka_source
 from streams.embed_fold import FoldReport, JobFolder
 from streams.jobs import InvalidJob, UpdateJob
+from streams.lag import LagCollector
 from streams.metrics import EmbedMetrics
 from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_topics, unreachable
@@ -104,6 +105,7 @@ class EmbedWorker:
         self._store: InterestStore | None = None
         self._folder: JobFolder | None = None
         self.encoder: Encoder | None = None
+        self.lag: LagCollector | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -128,10 +130,14 @@ class EmbedWorker:
         store = InterestStore.from_settings(self.qdrant_settings, encoder.dimension)
         self._store = store
         self._folder = JobFolder(store, encoder, self.spec)
+        # Lag of this worker's own group, read from the brokers when /metrics is scraped.
+        self.lag = LagCollector(
+            self.kafka, [self.settings.group_id], registry=self.metrics.registry
+        )
         if self.api_settings is not None and self.api_settings.enabled:
             self.api = ApiServer(
                 self.api_settings, store, encoder, self._store_executor,
-                health=self.health, metrics=self.metrics.render,
+                health=self.health, metrics=self.render_metrics,
                 ensure_collections=self._folder.ensure_collections,
             )  # fmt: skip
             await self.api.start()
@@ -172,6 +178,9 @@ class EmbedWorker:
         if self.api is not None:
             await self.api.stop()
             self.api = None
+        if self.lag is not None:
+            await self.lag.close()
+            self.lag = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -200,6 +209,11 @@ class EmbedWorker:
             os._exit(1)
         log.info("signal %s: finishing the current batch, then exiting", signal.Signals(sig).name)
         self.should_exit = True
+
+    async def render_metrics(self) -> bytes:
+        if self.lag is not None:
+            await self.lag.refresh()
+        return self.metrics.render()
 
     def health(self) -> dict[str, object]:
         """For ``/healthz``: consuming means started, assigned partitions, not shutting down."""
