@@ -27,7 +27,7 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from aiohttp import web
 
 from models.catalog import InvalidItem, load_items, read_items
 from models.encoder import Encoder
+from models.profile import InterestSpec
 from models.recommend import Recommender, parse_filter_args
 from models.store import InterestStore
 from models.user_view import describe_user
@@ -166,7 +167,7 @@ def recommend_options(query: Any) -> dict[str, Any]:
         options["limit"] = limit
     dims = query.getall("dimension", []) if hasattr(query, "getall") else []
     if dims:
-        options["dimensions"] = list(dims)
+        options["dimensions"] = check_dimensions(dims)
     filters = query.getall("filter", []) if hasattr(query, "getall") else []
     if filters:
         options["filters"] = parse_filter_args(filters)
@@ -175,6 +176,15 @@ def recommend_options(query: Any) -> dict[str, Any]:
     if query.get("include_recent", "") in {"1", "true", "yes"}:
         options["exclude_recent"] = False
     return options
+
+
+def check_dimensions(names: Sequence[str]) -> list[str]:
+    """Dimension names a recommendation may use; ValueError naming the known ones otherwise."""
+    known = (*InterestSpec().vector_names(), "interests")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown dimension {unknown[0]!r}; choose from {', '.join(known)}")
+    return list(names)
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -325,9 +325,11 @@ def recommend(
 ) -> None:
     """Recommend items for USER_ID from Qdrant by similarity to the user's interest vectors."""
     from models.recommend import Recommender, parse_filter_args
+    from streams.api import check_dimensions
 
     try:
         parsed = parse_filter_args(filters)
+        check_dimensions(dimensions)
     except ValueError as exc:
         fail(str(exc))
     options: dict[str, Any] = {"limit": limit, "exclude_recent": not include_recent}
