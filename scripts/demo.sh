@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: install, start the local Kafka broker, run the pipeline.
+# The main job on a fresh machine: install what is missing, then `interest-stream demo`, which
+# starts (or reuses) the local Kafka broker, runs the stream and embed workers, loads the built-in
+# catalog and shows users' live profiles and recommendations as their tastes shift.
+#   scripts/demo.sh            # the full demo (a few minutes on 2 cores)
+#   scripts/demo.sh --fast     # smaller catalog, fewer events
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin="$(scripts/install.sh | tail -n 1)"
 export PATH="$bin:$PATH"
-interest-stream broker start
-exec interest-stream run "$@"
+exec interest-stream demo "$@"
