@@ -213,8 +213,12 @@ class Demo:
 
     def _cleanup(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
-            self.worker.kill()
-            self.worker.wait()
+            self.worker.terminate()  # the supervisor stops both workers gracefully
+            try:
+                self.worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()  # its workers get SIGTERM from the kernel (PDEATHSIG)
+                self.worker.wait()
         if not self.keep:
             asyncio.run(_delete_topics(self.kafka, self.topics, self.run_id))
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -8,6 +8,7 @@ dies, stops the other and exits with the child's status: a half-running pipeline
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import subprocess
@@ -19,15 +20,30 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 GRACE_S = 30.0
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def worker_command(name: str, extra: Sequence[str] = ()) -> list[str]:
     return [sys.executable, "-m", "streams.cli", name, *extra]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor dies, even by SIGKILL (Linux).
+
+    Without it a killed supervisor leaves its workers running as orphans.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the graceful paths still apply
+        pass
+
+
 def supervise(commands: dict[str, list[str]], grace_s: float = GRACE_S) -> int:
     """Run ``commands`` until one exits or a signal arrives; return the exit status."""
-    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    children = {
+        name: subprocess.Popen(cmd, preexec_fn=_die_with_parent) for name, cmd in commands.items()
+    }
     stopping = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
