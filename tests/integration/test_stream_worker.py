@@ -1,0 +1,293 @@
+"""Stream workers on the real broker: bursts, kill -9 and restart, two workers and a rebalance.
+
+Each test runs ``python -m streams.stream_app`` as child processes (as ``interest-stream stream``
+does) on fresh topics and checks the jobs on the updates topic against the input:
+
+* the union of the jobs' events is exactly the valid, de-duplicated input (or, after a kill -9,
+  a superset: a job may be re-emitted, never lost);
+* each user's events keep the order they were produced in;
+* every (user, n) means one event in every job, and every event keeps one n.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kafka_testing import read_topic_sync
+
+from streams.dlq import DeadLetter
+from streams.jobs import UpdateJob
+from streams.settings import KafkaSettings, TopicSettings
+from streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+class Worker:
+    """One stream worker process."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.stream_app"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def workers(kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path) -> Iterator[list[Worker]]:
+    """Worker processes a test starts (killed at the end if still running); topics exist."""
+    asyncio.run(ensure_topics(kafka, topics))
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.close()
+
+
+def worker_env(kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path) -> dict[str, str]:
+    app = f"test-stream-{uuid.uuid4().hex[:8]}"
+    return {
+        **os.environ,
+        "INTEREST_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "INTEREST_TOPICS_EVENTS": topics.events,
+        "INTEREST_TOPICS_DLQ": topics.dlq,
+        "INTEREST_TOPICS_UPDATES": topics.updates,
+        "INTEREST_TOPICS_PARTITIONS": str(topics.partitions),
+        "INTEREST_STREAM_APP_ID": app,
+        "INTEREST_STREAM_REPARTITION_TOPIC": f"{topics.events}.repartition",
+        "INTEREST_STREAM_SESSION_TIMEOUT_S": "6",
+        "INTEREST_STREAM_COMMIT_INTERVAL_S": "0.5",
+        "INTEREST_STREAM_DATA_DIR": str(tmp_path / "stream"),
+        "INTEREST_STREAM_LOGLEVEL": "info",
+    }
+
+
+def event(eid: str, user: str, **extra: object) -> bytes:
+    body = {"event_id": eid, "user_id": user, "type": "click", "ts": int(time.time() * 1000)}
+    return json.dumps({**body, "text": f"text of {eid}", **extra}).encode()
+
+
+async def produce(
+    kafka: KafkaSettings, topic: str, records: list[tuple[bytes | None, bytes]], rate: float = 0
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i, (key, value) in enumerate(records):
+            await producer.send(topic, value, key=key)
+            if rate and i % 50 == 49:
+                await asyncio.sleep(50 / rate)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+class JobReader:
+    """Collects jobs from the updates topic in a background thread."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.jobs: list[UpdateJob] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+
+    async def _run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.kafka.bootstrap,
+            group_id=f"job-reader-{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            while not self._stop.is_set():
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    self.jobs.extend(UpdateJob.from_json(r.value) for r in records)
+        finally:
+            await consumer.stop()
+
+    def events(self) -> set[tuple[str, str]]:
+        return {(j.user_id, e.event_id) for j in list(self.jobs) for e in j.events}
+
+    def wait_for(self, expected: set[tuple[str, str]], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not expected <= self.events():
+            time.sleep(0.2)
+        time.sleep(1.5)  # anything more (a duplicate job) would show up now
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def check_jobs(
+    jobs: list[UpdateJob], sent: list[tuple[str, str]], *, exact: bool
+) -> dict[str, list[str]]:
+    """The invariants of the module docstring; returns each user's events in n order."""
+    by_n: dict[tuple[str, int], str] = {}
+    by_id: dict[tuple[str, str], int] = {}
+    for job in jobs:
+        assert job.seq == job.events[-1].n
+        for e in job.events:
+            assert by_n.setdefault((job.user_id, e.n), e.event_id) == e.event_id, "renumbered"
+            assert by_id.setdefault((job.user_id, e.event_id), e.n) == e.n, "renumbered"
+    expected = set(sent)
+    assert set(by_id) >= expected, f"lost {sorted(expected - set(by_id))[:5]}"
+    assert set(by_id) <= expected
+    if exact:
+        total = sum(len(j.events) for j in jobs)
+        assert total == len(expected), "an event was emitted twice"
+    order: dict[str, list[str]] = {}
+    for (user, _n), eid in sorted(by_n.items()):
+        order.setdefault(user, []).append(eid)
+    return order
+
+
+def in_order(order: dict[str, list[str]], sent: list[tuple[str, str]]) -> None:
+    for user, got in order.items():
+        assert got == list(dict.fromkeys(e for u, e in sent if u == user)), user
+
+
+def test_burst_for_many_users(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """Keyed events, duplicates, broken records and unkeyed records for 200 users."""
+    users = [f"user-{i}" for i in range(200)]
+    records: list[tuple[bytes | None, bytes]] = []
+    sent: list[tuple[str, str]] = []
+    for i in range(3_000):
+        user = users[(i * 7) % len(users)]
+        records.append((user.encode(), event(f"e{i}", user)))
+        sent.append((user, f"e{i}"))
+        if i % 100 == 0:
+            records.append((user.encode(), event(f"e{i}", user)))  # producer retry
+    unkeyed = [(None, event(f"u{i}", users[i])) for i in range(50)]
+    broken = [(b"user-1", b"{oops"), (b"user-2", event("b1", "user-2", type="teleport"))]
+    reader = JobReader(kafka, topics.updates)
+    workers.append(Worker(worker_env(kafka, topics, tmp_path), tmp_path / "w1.log"))
+    asyncio.run(produce(kafka, topics.events, records + unkeyed + broken))
+    expected = set(sent) | {(users[i], f"u{i}") for i in range(50)}
+    reader.wait_for(expected, timeout_s=40)
+    order = check_jobs(reader.jobs, [*sent, *((users[i], f"u{i}") for i in range(50))], exact=True)
+    # Keyed events keep their order; re-keyed ones come in after their detour, in order too.
+    in_order({u: [e for e in o if e.startswith("e")] for u, o in order.items()}, sent)
+    in_order(
+        {u: [e for e in o if e.startswith("u")] for u, o in order.items()},
+        [(users[i], f"u{i}") for i in range(50)],
+    )
+    letters = [
+        DeadLetter.from_record(r.key, r.value, r.headers)
+        for r in read_topic_sync(kafka, topics.dlq, expect=2)
+    ]
+    assert sorted(d.reason for d in letters) == ["not_json", "unknown_type"]
+    assert {d.value for d in letters} == {v for _, v in broken}
+    # A graceful stop commits and writes everything: a new worker has nothing to re-emit.
+    assert workers[0].terminate() == 0
+    jobs_before = len(read_topic_sync(kafka, topics.updates, expect=len(reader.jobs)))
+    workers.append(Worker(workers[0].env, tmp_path / "w2.log"))
+    wait_until(lambda: bool(owned(tmp_path / "w2.log")))
+    time.sleep(2)
+    assert len(read_topic_sync(kafka, topics.updates, expect=jobs_before + 1, timeout_s=2)) == (
+        jobs_before
+    )
+    assert workers[1].terminate() == 0
+
+
+def test_kill_9_mid_run_and_restart_loses_nothing(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    users = [f"k-{i}" for i in range(100)]
+    sent = [(users[i % len(users)], f"e{i}") for i in range(6_000)]
+    records: list[tuple[bytes | None, bytes]] = [(u.encode(), event(e, u)) for u, e in sent]
+    env = worker_env(kafka, topics, tmp_path)
+    reader = JobReader(kafka, topics.updates)
+    workers.append(Worker(env, tmp_path / "w1.log"))
+    producing = threading.Thread(
+        target=lambda: asyncio.run(produce(kafka, topics.events, records, rate=1_000))
+    )
+    producing.start()
+    deadline = time.monotonic() + 30
+    while len(reader.events()) < 1_500 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reader.events(), "the first worker emitted nothing"
+    workers[0].kill()  # mid-run: jobs out, state and offsets partly written
+    emitted_before_kill = len(reader.events())
+    workers.append(Worker(env, tmp_path / "w2.log"))
+    producing.join()
+    reader.wait_for(set(sent), timeout_s=45)
+    assert emitted_before_kill < len(sent)
+    in_order(check_jobs(reader.jobs, sent, exact=False), sent)
+    assert workers[1].terminate() == 0
+
+
+def test_two_workers_split_partitions_and_agree_after_rebalance(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    users = [f"r-{i}" for i in range(60)]
+    sent = [(users[i % len(users)], f"e{i}") for i in range(4_000)]
+    records: list[tuple[bytes | None, bytes]] = [(u.encode(), event(e, u)) for u, e in sent]
+    env = worker_env(kafka, topics, tmp_path)
+    reader = JobReader(kafka, topics.updates)
+    workers.append(Worker(env, tmp_path / "w1.log"))
+    producing = threading.Thread(
+        target=lambda: asyncio.run(produce(kafka, topics.events, records, rate=400))
+    )
+    producing.start()
+    workers.append(Worker(env, tmp_path / "w2.log"))
+    # Both run: the partitions are split between them (a rebalance mid-stream) ...
+    wait_until(lambda: any(0 < len(o) < topics.partitions for o in owned(tmp_path / "w2.log")))
+    time.sleep(1)
+    # ... then one stops (another rebalance) and the other takes everything over.
+    assert workers[0].terminate() == 0
+    wait_until(lambda: owned(tmp_path / "w2.log")[-1] == set(range(topics.partitions)))
+    producing.join()
+    reader.wait_for(set(sent), timeout_s=45)
+    in_order(check_jobs(reader.jobs, sent, exact=False), sent)
+    assert workers[1].terminate() == 0
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def owned(log: Path) -> list[set[int]]:
+    """Each assignment a worker logged ("stream worker owns partitions [...]")."""
+    out: list[set[int]] = []
+    if not log.exists():
+        return out
+    for line in log.read_text(errors="replace").splitlines():
+        if "stream worker owns partitions" in line:
+            listed = line.split("[")[-1].split("]")[0]
+            out.append({int(p) for p in listed.split(",") if p.strip()})
+    return out
