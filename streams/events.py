@@ -132,6 +132,8 @@ class Event:
 
 
 _WHITESPACE = re.compile(r"\s+")
+# Unicode category Cc is exactly these two ranges; a regex keeps the scan in C.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def normalize_text(text: str) -> str:
@@ -142,9 +144,12 @@ def normalize_text(text: str) -> str:
     >>> normalize_text("ＧＡＮ\\t use\\u00a0cases\\n")
     'GAN use cases'
     """
+    if text.isascii() and text.isprintable():
+        # The common case (printable ASCII is already NFKC and has no control characters).
+        return " ".join(text.split())
     text = unicodedata.normalize("NFKC", text)
     # Control characters other than whitespace carry no meaning for an embedding model.
-    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    text = _CONTROL.sub(" ", text)
     text = _WHITESPACE.sub(" ", text).strip()
     # NFKC of the joined result can differ from the parts (e.g. combining marks after a space).
     again = unicodedata.normalize("NFKC", text)

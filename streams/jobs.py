@@ -12,7 +12,10 @@ Schema (JSON, key = user_id), version 1::
         ...
       ],
       "activity": {"60000": {"click": 3, "view": 1}},   # window size ms -> counts by type
-      "first_seen_ms": 1700000000123,   # wall time the oldest event here reached a stream worker
+      "folded": {"view": 12},        # optional: events dropped to bound state, by type (counted,
+                                     # never silently lost; their numbers are skipped)
+      "first_seen_ms": 1700000000123,   # when the oldest event here entered the pipeline: its
+                                        # Kafka timestamp, clamped to [last flush, arrival]
       "emitted_ms": 1700000000456
     }
 
@@ -89,6 +92,7 @@ class UpdateJob:
     first_seen_ms: int
     emitted_ms: int
     activity: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    folded: Mapping[str, int] = field(default_factory=dict)
     version: int = JOB_SCHEMA_VERSION
 
     @property
@@ -97,7 +101,7 @@ class UpdateJob:
         return self.events[-1].n if self.events else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "v": self.version,
             "user_id": self.user_id,
             "seq": self.seq,
@@ -106,6 +110,9 @@ class UpdateJob:
             "first_seen_ms": self.first_seen_ms,
             "emitted_ms": self.emitted_ms,
         }
+        if self.folded:
+            out["folded"] = dict(self.folded)
+        return out
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
@@ -132,6 +139,7 @@ class UpdateJob:
                     str(w): {str(t): int(c) for t, c in counts.items()}
                     for w, counts in d.get("activity", {}).items()
                 },
+                folded={str(t): int(c) for t, c in d.get("folded", {}).items()},
             )
         except InvalidJob:
             raise

@@ -46,7 +46,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
@@ -59,8 +58,6 @@ from streams.triggers import PendingView
 SOURCES: Final = 2
 _HASH_BYTES: Final = 8
 _NO_PENDING_PREFIX: Final = b'{"f":0,'
-#: Key of the folded-event counts inside a job's ``activity`` (until UpdateJob has its own field).
-FOLDED_KEY: Final = "folded"
 
 
 class StateError(ValueError):
@@ -295,15 +292,13 @@ class UserState:
 
     def build_job(self, user_id: str, *, now_ms: int, limits: StateLimits) -> UpdateJob:
         """The update job for everything pending (the state is unchanged until flushed)."""
-        activity: dict[str, Mapping[str, int]] = dict(self.activity_counts(limits))
-        if self.folded:
-            activity[FOLDED_KEY] = dict(self.folded)
         return UpdateJob(
             user_id=user_id,
             events=tuple(self.pending),
             first_seen_ms=self.first_seen_ms,
             emitted_ms=now_ms,
-            activity=activity,
+            activity=dict(self.activity_counts(limits)),
+            folded=dict(self.folded),
         )
 
     def mark_flushed(self, through_n: int, *, now_ms: int) -> int:

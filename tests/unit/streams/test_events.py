@@ -227,3 +227,19 @@ def test_normalize_examples() -> None:
     assert normalize_text("ＧＡＮ\t use\u00a0cases\n") == "GAN use cases"
     assert normalize_text("a\x00b") == "a b"
     assert normalize_text("") == ""
+
+
+def _reference_normalize(s: str) -> str:
+    import re
+
+    out = unicodedata.normalize("NFKC", s)
+    out = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in out)
+    return re.sub(r"\s+", " ", out).strip()
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x17F)))
+def test_fast_paths_agree_with_the_reference_definition(s: str) -> None:
+    want = _reference_normalize(s)
+    assert normalize_text(s) == (
+        want if unicodedata.normalize("NFKC", want) == want else normalize_text(want)
+    )

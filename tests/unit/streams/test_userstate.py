@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from streams.events import Event
 from streams.jobs import UpdateJob
 from streams.userstate import (
-    FOLDED_KEY,
     ActivityWindow,
     Applied,
     StateError,
@@ -114,7 +113,7 @@ def test_folding_never_loses_a_count(spec: list[tuple[str, int]], cap: int, max_
     job = s.build_job("u1", now_ms=5, limits=limits)
     assert len(job.to_json()) < max_bytes + 2_000 or len(job.events) == 1
     if s.folded_events:
-        assert job.activity[FOLDED_KEY] == s.folded
+        assert job.folded == s.folded
 
 
 @settings(max_examples=200)
@@ -175,7 +174,7 @@ def test_build_job_and_mark_flushed() -> None:
     apply_all(s, [event(f"e{i}", type_="like" if i < 2 else "view") for i in range(5)], limits)
     job = s.build_job("u1", now_ms=2_000, limits=limits)
     assert job.seq == 5 and [e.n for e in job.events] == [3, 4, 5]
-    assert job.activity[FOLDED_KEY] == {"like": 2}
+    assert job.folded == {"like": 2}
     assert job.first_seen_ms == 1_000 and job.emitted_ms == 2_000
     assert UpdateJob.from_json(job.to_json()) == job
     assert s.mark_flushed(4, now_ms=2_100) == 2
