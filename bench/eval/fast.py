@@ -1,0 +1,93 @@
+"""Fast mode: the models/ code directly, no Kafka — items and users straight into embedded Qdrant.
+
+:func:`fast_world` loads the items (popularity counted on the given splits' profile parts only),
+folds every user's profile through the embed worker's :class:`~streams.embed_fold.JobFolder` and
+opens the result for scoring. :func:`open_world` does the last step for a Qdrant folder someone
+else filled (the pipeline's workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.eval.engine import ItemIndex
+from bench.eval.methods import World
+from bench.eval.world import fold_users, load_items, open_store, read_users
+from bench.movielens import MovieLens, UserSplit, popularity
+from models.profile import InterestSpec
+from models.recommend import Recommender
+from models.store import InterestStore, open_local_client
+
+
+@contextlib.contextmanager
+def fast_world(
+    data: MovieLens,
+    splits: Sequence[UserSplit],
+    spec: InterestSpec,
+    vectors: npt.NDArray[np.float32],
+    path: Path | None = None,
+    *,
+    memo: bool = False,
+) -> Iterator[World]:
+    """A fresh embedded Qdrant (a temp dir unless ``path``) with items and folded users;
+    ``memo`` keeps prefetch results for re-scoring with other weights (tuning)."""
+    with contextlib.ExitStack() as stack:
+        if path is None:
+            path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ml-eval-")))
+        store = open_store(path, int(vectors.shape[1]), spec)
+        try:
+            counts = popularity(splits)
+            load_items(store, data, vectors, counts)
+            report = fold_users(store, data, splits, spec)
+        finally:
+            store.close()
+        if report.skipped:
+            raise RuntimeError(f"events skipped while folding: {dict(report.skipped)}")
+        # Reopened like the pipeline's store is after its workers stop: local mode reloads rows
+        # in reverse insertion order, which decides exact ties; both modes then see the same.
+        yield stack.enter_context(open_world(path, data, splits, int(vectors.shape[1]), memo=memo))
+
+
+@contextlib.contextmanager
+def open_world(
+    path: Path,
+    data: MovieLens,
+    splits: Sequence[UserSplit],
+    dimension: int,
+    *,
+    memo: bool = False,
+) -> Iterator[World]:
+    """Score from a filled Qdrant folder (the pipeline's, or fast mode's after the fold)."""
+    store = InterestStore(open_local_client(path), dimension=dimension)
+    try:
+        yield _world(store, data, splits, list(data.movies), popularity(splits), memo=memo)
+    finally:
+        store.close()
+
+
+def _world(
+    store: InterestStore,
+    data: MovieLens,
+    splits: Sequence[UserSplit],
+    item_ids: Sequence[str],
+    counts: Mapping[str, int],
+    *,
+    memo: bool = False,
+) -> World:
+    index = ItemIndex.from_store(store, item_ids)
+    users = read_users(store, [s.user_id for s in splits])
+    return World(
+        data=data,
+        splits=list(splits),
+        index=index,
+        users=users,
+        recommender=Recommender(store),
+        popularity=counts,
+        memo=memo,
+    )

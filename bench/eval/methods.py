@@ -1,0 +1,164 @@
+"""The compared methods and the loop that scores them on a split.
+
+Every method ranks the items a user has not seen in the profile part; a method's top 10 and top 50
+come from calls with ``limit=10`` and ``limit=50`` (recommend's candidate depth follows the limit):
+
+- ``random``: a seeded shuffle of the candidates;
+- ``popularity``: most interactions in the training part first;
+- ``mean vector``: one :class:`~models.interests.DimensionSpec` over every positive event with a
+  365-day half-life (:func:`bench.eval.config.mean_spec`, computed by
+  :func:`models.profile.batch_compute`), nearest items by cosine — a single-vector search;
+- ``<dimension> alone``: ``Recommender.recommend(dimensions=[d])`` without negatives or prior;
+- ``fusion, no prior``: the default fused recommend with ``popularity_weight=0``;
+- ``default recommend``: fused dimensions and clusters, negatives, popularity prior.
+
+Recommend variants are planned exactly as ``Recommender.recommend`` plans them and answered by
+:mod:`bench.eval.engine`; users the Recommender would answer with its popularity fallback get the
+real Recommender's answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bench.eval.config import MEAN_DIMENSION, EvalParams, mean_spec
+from bench.eval.engine import Engine, ItemIndex, recommend_ids
+from bench.eval.metrics import MethodScore, user_metrics
+from bench.eval.world import user_job
+from bench.movielens import MovieLens, UserSplit
+from models.interests import Observation
+from models.profile import batch_compute
+from models.recommend import INTERESTS, Recommender
+from models.store import StoredUser
+
+Ranking = tuple[list[str], list[str]]  # (top 10, top 50)
+
+
+@dataclass
+class World:
+    """Everything one evaluation run reads: data, splits, the store's items and users."""
+
+    data: MovieLens
+    splits: list[UserSplit]
+    index: ItemIndex
+    users: dict[str, StoredUser | None]
+    recommender: Recommender
+    popularity: Mapping[str, int]
+    memo: bool = False  # keep prefetch results (tuning re-asks them with other weights)
+    engine: Engine = field(init=False)
+    row_of_item: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.index, memo=self.memo)
+        self.row_of_item = {item: row for row, item in enumerate(self.index.item_ids)}
+
+
+Method = Callable[[World, UserSplit], tuple[Ranking, str]]
+
+
+def recommend_variants(params: EvalParams) -> dict[str, dict[str, Any]]:
+    """Name → recommend keyword arguments, for every recommend-based method."""
+    alone = {"weights": params.weights(), "negative_weight": 0.0, "popularity_weight": 0.0}
+    return {
+        "short_term alone": {"dimensions": ["short_term"], **alone},
+        "long_term alone": {"dimensions": ["long_term"], **alone},
+        "interests alone": {"dimensions": [INTERESTS], **alone},
+        "fusion, no prior": {**params.recommend_kwargs(), "popularity_weight": 0.0},
+        "default recommend": params.recommend_kwargs(),
+    }
+
+
+def _recommend(options: Mapping[str, Any]) -> Method:
+    def run(world: World, split: UserSplit) -> tuple[Ranking, str]:
+        user = world.users.get(split.user_id)
+        seen = sorted(split.seen)
+        top = {}
+        strategy = "personal"
+        for limit in (10, 50):
+            ids, strategy = recommend_ids(
+                world.engine, world.recommender, split.user_id, user,
+                limit=limit, exclude_items=seen, **options,
+            )  # fmt: skip
+            top[limit] = ids
+        return (top[10], top[50]), strategy
+
+    return run
+
+
+def _candidates(world: World, split: UserSplit) -> list[str]:
+    """Unseen items in MovieLens id order (independent of the store's row order)."""
+    seen = split.seen
+    return [i for i in world.data.movies if i not in seen]
+
+
+def random_method(seed: int) -> Method:
+    def run(world: World, split: UserSplit) -> tuple[Ranking, str]:
+        digest = hashlib.sha256(f"{seed}:{split.user_id}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        cands = _candidates(world, split)
+        order = [cands[i] for i in rng.permutation(len(cands))[:50]]
+        return (order[:10], order), "random"
+
+    return run
+
+
+def popularity_method(world: World, split: UserSplit) -> tuple[Ranking, str]:
+    cands = _candidates(world, split)  # sorted() is stable: ties stay in id order
+    order = sorted(cands, key=lambda i: -world.popularity.get(i, 0))[:50]
+    return (order[:10], order), "popular"
+
+
+def mean_vector_method(half_life_s: float | None = None) -> Method:
+    spec = mean_spec() if half_life_s is None else mean_spec(half_life_s)
+
+    def run(world: World, split: UserSplit) -> tuple[Ranking, str]:
+        job = user_job(world.data, split)
+        observations = [
+            Observation(e.ts_ms, e.weight, e.type,
+                        world.index.matrix[world.row_of_item[str(e.item_id)]], e.tags)
+            for e in job.events
+        ]  # fmt: skip
+        vector = batch_compute(observations, spec).dimensions[MEAN_DIMENSION].vector()
+        if vector is None:  # no positive event: the same popularity fallback recommend uses
+            return popularity_method(world, split)
+        allowed = np.ones(len(world.index.item_ids), dtype=bool)
+        for item in split.seen:
+            allowed[world.row_of_item[item]] = False
+        sims = world.index.matrix @ (vector.astype(np.float64) / np.linalg.norm(vector))
+        order = np.argsort(sims)[::-1]
+        top = [world.index.item_ids[r] for r in order[allowed[order]][:50]]
+        return (top[:10], top), "personal"
+
+    return run
+
+
+def all_methods(params: EvalParams, seed: int = 0) -> dict[str, Method]:
+    methods: dict[str, Method] = {
+        "random": random_method(seed),
+        "popularity": popularity_method,
+        "mean vector (365d, all positives)": mean_vector_method(),
+    }
+    methods.update({name: _recommend(opts) for name, opts in recommend_variants(params).items()})
+    return methods
+
+
+def score_methods(
+    world: World, methods: Mapping[str, Method], splits: Sequence[UserSplit] | None = None
+) -> tuple[dict[str, MethodScore], dict[str, dict[str, Ranking]]]:
+    """Mean metrics per method over users with targets, and every user's top lists."""
+    scores = {name: MethodScore() for name in methods}
+    rankings: dict[str, dict[str, Ranking]] = {name: {} for name in methods}
+    for split in splits if splits is not None else world.splits:
+        targets = split.targets
+        if not targets:
+            continue
+        for name, method in methods.items():
+            (top10, top50), strategy = method(world, split)
+            scores[name].add(user_metrics(top10, top50, targets), strategy, split.user_id)
+            rankings[name][split.user_id] = (top10, top50)
+    return scores, rankings
