@@ -6,6 +6,14 @@ in a thread so heartbeats continue), and commit the batch's offsets only after t
 succeeded. If Qdrant fails, the same batch is retried with exponential backoff and nothing is
 committed, so no job is lost; replays are harmless because folding is idempotent by ``seq``.
 
+Item popularity (:mod:`streams.popularity`): the same consumer also reads the popularity topic
+(``interest.items.popularity``, written by the stream workers, which must not open the embedded
+Qdrant this process owns). One consumer rather than a second one: one poll loop, one commit
+after everything in the batch is applied, and the embed group's lag covers both topics. Per
+batch the latest value per item is set with ``set_payload`` on items that exist in ``items``
+(no point is created; a value for an unknown item is dropped and counted), on the store
+thread, retried like the jobs. Setting a value is idempotent, so replays are harmless.
+
 Lifecycle, like uvicorn's ``Server``: :meth:`EmbedWorker.startup` (topics, model, store, consumer),
 :meth:`EmbedWorker.main_loop`, :meth:`EmbedWorker.shutdown` (commit, close). SIGTERM/SIGINT ask
 for a graceful exit — the batch in hand is finished and committed; a second signal exits at once.
@@ -19,27 +27,38 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
+from prometheus_client import Counter as PromCounter
+from qdrant_client.http import models as qm
 
 from models.encoder import Encoder, ModelLoadError
 from models.profile import InterestSpec
 from models.settings import ModelSettings, QdrantSettings
-from models.store import InterestStore, StoreLockedError, StoreSchemaError
+from models.store import (
+    POPULARITY_FIELD,
+    InterestStore,
+    StoreLockedError,
+    StoreSchemaError,
+    item_point_id,
+)
 from streams.api import ApiServer
 from streams.dlq import DeadLetter, kafka_source
 from streams.embed_fold import FoldReport, JobFolder
 from streams.jobs import InvalidJob, UpdateJob
 from streams.lag import LagCollector
 from streams.metrics import EmbedMetrics
+from streams.popularity import InvalidRecord, PopularityUpdate
 from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_topics, unreachable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Failures no retry can fix: stop the worker with a clear message instead of spinning.
 FATAL = (StoreSchemaError, StoreLockedError, ModelLoadError)
@@ -58,6 +77,9 @@ class EmbedStats:
     store_retries: int = 0
     commits: int = 0
     last_batch_s: float = 0.0
+    popularity_applied: int = 0
+    popularity_unknown: int = 0
+    invalid_popularity: int = 0
 
     def add(self, report: FoldReport, seconds: float) -> None:
         self.batches += 1
@@ -106,6 +128,13 @@ class EmbedWorker:
         self._folder: JobFolder | None = None
         self.encoder: Encoder | None = None
         self.lag: LagCollector | None = None
+        self.popularity_updates = PromCounter(
+            "interest_embed_popularity_updates",
+            "Item popularity values from the popularity topic: applied, or dropped for an item "
+            "not in the items collection",
+            ["result"],
+            registry=self.metrics.registry,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -123,6 +152,12 @@ class EmbedWorker:
 
     async def startup(self) -> None:
         await ensure_topics(self.kafka, self.topics, (self.topics.updates, self.topics.dlq))
+        subscribed = [self.topics.updates]
+        if self.settings.apply_popularity:
+            from streams.stream_app import ensure_popularity_topic
+
+            await ensure_popularity_topic(self.kafka, self.topics)
+            subscribed.append(self.topics.popularity)
         loop = asyncio.get_running_loop()
         encoder = Encoder.from_settings(self.model_settings)
         await loop.run_in_executor(None, encoder.load)
@@ -142,7 +177,7 @@ class EmbedWorker:
             )  # fmt: skip
             await self.api.start()
         consumer = AIOKafkaConsumer(
-            self.topics.updates,
+            *subscribed,
             **self.kafka.client_kwargs(),
             group_id=self.settings.group_id,
             enable_auto_commit=False,  # offsets move only after the upsert succeeded
@@ -265,7 +300,18 @@ class EmbedWorker:
     async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         assert self._consumer is not None and self._folder is not None
         jobs: list[UpdateJob] = []
+        popularity: dict[str, float] = {}
         for tp, records in batch.items():
+            if tp.topic == self.topics.popularity:
+                for record in records:
+                    try:
+                        update = PopularityUpdate.from_json(record.value)
+                    except InvalidRecord as exc:
+                        self.stats.invalid_popularity += 1
+                        await self._dead_letter(record, tp, str(exc), "invalid_popularity")
+                        continue
+                    popularity[update.item_id] = update.popularity  # a later record wins
+                continue
             for record in records:
                 try:
                     jobs.append(UpdateJob.from_json(record.value))
@@ -277,6 +323,16 @@ class EmbedWorker:
             if report is None:
                 return  # asked to exit while the store was failing: nothing committed
             self._record(report, len(jobs), time.monotonic() - started)
+        if popularity:
+            applied = await self._retry(
+                lambda: self._set_popularity(popularity), f"{len(popularity)} popularity values"
+            )
+            if applied is None:
+                return
+            self.stats.popularity_applied += applied
+            self.stats.popularity_unknown += len(popularity) - applied
+            self.popularity_updates.labels("applied").inc(applied)
+            self.popularity_updates.labels("unknown_item").inc(len(popularity) - applied)
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         try:
             await self._consumer.commit(offsets)
@@ -287,39 +343,81 @@ class EmbedWorker:
             log.warning("commit after rebalance failed (%s); jobs will be replayed", exc)
 
     async def _apply_with_retry(self, jobs: list[UpdateJob]) -> FoldReport | None:
-        assert self._folder is not None
+        folder = self._folder
+        assert folder is not None
+        return await self._retry(lambda: folder.apply(jobs), f"{len(jobs)} jobs")
+
+    async def _retry(self, call: Callable[[], T], what: str) -> T | None:
+        """``call()`` on the store thread until it works; None if asked to exit meanwhile."""
         loop = asyncio.get_running_loop()
         delay = self.settings.retry_initial_s
         while True:
             try:
-                return await loop.run_in_executor(self._store_executor, self._folder.apply, jobs)
+                return await loop.run_in_executor(self._store_executor, call)
             except FATAL:
                 raise
             except Exception as exc:  # Qdrant down, timeouts, network: retry the same batch
                 self.stats.store_retries += 1
                 self.metrics.store_errors.inc()
                 log.warning(
-                    "applying %d jobs failed (%s: %s); retrying in %.1f s without committing",
-                    len(jobs), type(exc).__name__, exc, delay,
+                    "applying %s failed (%s: %s); retrying in %.1f s without committing",
+                    what, type(exc).__name__, exc, delay,
                 )  # fmt: skip
                 if self.should_exit:
                     return None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_s)
 
-    async def _dead_letter(self, record: ConsumerRecord, tp: TopicPartition, detail: str) -> None:
+    def _set_popularity(self, values: Mapping[str, float]) -> int:
+        """On the store thread: set ``popularity`` on those items that exist; return how many."""
+        assert self._store is not None and self._folder is not None
+        self._folder.ensure_collections()
+        return set_item_popularity(self._store, values)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord, tp: TopicPartition, detail: str, reason: str = "invalid_job"
+    ) -> None:
         if self._producer is None:
             self._producer = AIOKafkaProducer(**self.kafka.client_kwargs(), acks="all")
             await self._producer.start()
         value = record.value or b""
         key = record.key
         letter = DeadLetter(
-            key, value, "invalid_job", detail, kafka_source(tp.topic, tp.partition, record.offset),
+            key, value, reason, detail, kafka_source(tp.topic, tp.partition, record.offset),
             "embed", int(time.time() * 1000),
         )  # fmt: skip
         await self._producer.send_and_wait(
             self.topics.dlq, value, key=key, headers=letter.headers()
         )
-        self.stats.invalid_jobs += 1
-        self.metrics.invalid_jobs.inc()
-        log.error("dead-lettered an unreadable job at %s: %s", letter.source, detail)
+        what = "popularity record" if reason == "invalid_popularity" else "job"
+        if reason == "invalid_job":
+            self.stats.invalid_jobs += 1
+            self.metrics.invalid_jobs.inc()
+        log.error("dead-lettered an unreadable %s at %s: %s", what, letter.source, detail)
+
+
+def set_item_popularity(store: InterestStore, values: Mapping[str, float]) -> int:
+    """Set the ``popularity`` payload field of the items in ``values`` that exist in the items
+    collection (two requests: one retrieve, one batch of set_payload operations); return how
+    many were set. Items not in the collection are left alone: no point is created."""
+    by_point = {item_point_id(item_id): value for item_id, value in values.items()}
+    if not by_point:
+        return 0
+    existing = store.client.retrieve(
+        store.items_collection, ids=list(by_point), with_payload=False, with_vectors=False
+    )
+    by_value: dict[float, list[qm.ExtendedPointId]] = {}
+    for rec in existing:
+        by_value.setdefault(by_point[str(rec.id)], []).append(str(rec.id))
+    if by_value:
+        store.client.batch_update_points(
+            store.items_collection,
+            [
+                qm.SetPayloadOperation(
+                    set_payload=qm.SetPayload(payload={POPULARITY_FIELD: value}, points=ids)
+                )
+                for value, ids in by_value.items()
+            ],
+            wait=True,
+        )
+    return sum(len(ids) for ids in by_value.values())

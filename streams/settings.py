@@ -57,6 +57,9 @@ class TopicSettings(InterestSettings):
     events: str = "interest.events"
     dlq: str = "interest.events.dlq"
     updates: str = "interest.updates"
+    #: Item popularity from the stream workers to the embed workers (key item_id, compacted;
+    #: created by either worker, see streams.popularity). Not in ``all()``: it is compacted.
+    popularity: str = "interest.items.popularity"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
@@ -130,6 +133,8 @@ class EmbedSettings(InterestSettings):
     poll_timeout_ms: int = Field(default=200, ge=1)
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
+    #: Also consume the popularity topic (same group) and set the items' ``popularity`` payload.
+    apply_popularity: bool = True
 
 
 class ApiSettings(InterestSettings):

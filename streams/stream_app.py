@@ -1,12 +1,15 @@
-"""The stream worker: a faust-streaming app from ``interest.events`` to ``interest.updates``.
+"""The stream worker as a faust-streaming app: ``interest.events`` -> ``interest.updates``.
 
-Per record: validate (bad input -> DLQ with a reason, never a crash); make sure the record sits in
-its user's partition ``murmur2(user_id) % N`` (otherwise re-key it to the repartition topic, which
-the same agent consumes); apply it to the user's state (numbering, dedupe, pending, activity --
-:mod:`streams.userstate`); per batch, ask the trigger policy (:mod:`streams.triggers`) which users
-are due and emit one :class:`~streams.jobs.UpdateJob` per due user. A timer task flushes idle
-users whose oldest pending event is about to exceed max_delay (counted from the record's Kafka
-timestamp). Run it with :func:`run_stream_worker` (``interest-stream stream``).
+One agent consumes the events topic and the repartition topic and feeds batches to a
+:class:`~streams.stream_processor.StreamProcessor` (validation, numbering, triggers, the restart
+protocol -- all there); the per-user state lives in a faust table whose changelog this module
+writes. A second agent consumes the item repartition topic into the item popularity table
+(:class:`~streams.popularity.PopularityProcessor`, off with
+``INTEREST_STREAM_POPULARITY_ENABLED=false``). A timer task flushes idle users and emits changed
+item popularity. A small aiohttp server (:mod:`streams.stream_metrics`, port
+``INTEREST_STREAM_METRICS_PORT``, 8766) serves ``/metrics`` (the counters and the lag of this
+app's consumer group, read from the brokers when scraped) and ``/healthz``. Run it with
+:func:`run_stream_worker` (``interest-stream stream``).
 
 What faust-streaming 0.15.3 does, read from its source (faust-streaming/faust) and checked here:
 
@@ -41,21 +44,6 @@ What faust-streaming 0.15.3 does, read from its source (faust-streaming/faust) a
     aiokafka 0.14.0; this project runs it against Apache Kafka 4.1.1 (KRaft) in its integration
     tests and benchmark (produce, consume, group rebalance, changelog, offset commit).
 
-Restart safety (kill -9 at any point loses no event and never renumbers one):
-    1. apply a batch, write each touched user's state once (numbers, offsets, pending);
-    2. if any user is due: barrier -- ``producer.flush()``, so those states are in the changelog;
-    3. send the jobs and await their delivery;
-    4. drop the delivered events from pending; that state goes to the changelog lazily (with the
-       user's next batch, within ``persist_interval_s``, before a revocation, at shutdown);
-    5. ack the batch's events (faust commits them at the next commit, after a producer flush).
-A job therefore never leaves before the numbering it carries is durable, whatever a replay would
-decide differently (a clock that moved on, changed settings, re-keyed records interleaving). A
-crash between 3 and the write of 4 re-emits the same events with the same numbers (the embed worker
-drops n <= its seq). A crash before the commit replays records; those at or below the offset
-stored in the user's state are skipped exactly. The timer runs 2-4 for idle users under the same
-lock as the agent, and only for partitions this worker owns; on revocation it finishes under the
-lock, writes everything and flushes the producer before faust hands the partitions over.
-
 Stopping: the first SIGTERM/SIGINT is faust's graceful stop -- fetching stops, the agent processes
 what was already fetched (faust waits for every fetched event to be acked), offsets are committed,
 the lazy writes go out, the producer is flushed. A second signal exits at once (like a crash).
@@ -68,399 +56,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import logging
 import os
 import signal
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
-from aiokafka.partitioner import murmur2
-
-from streams.dlq import DeadLetter, kafka_source
-from streams.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
+from streams.events import DEFAULT_RULES, EventRules
+from streams.lag import LagCollector
+from streams.popularity import PopularityProcessor
 from streams.settings import IntakeSettings, KafkaSettings, TopicSettings
-from streams.stream_settings import StreamSettings
-from streams.triggers import FlushReason, TriggerPolicy
-from streams.userstate import (
-    Applied,
-    StateLimits,
-    UserState,
-    has_pending,
+from streams.stream_metrics import MetricsServer, StreamMetrics
+from streams.stream_processor import (
+    Headers,
+    Record,
+    Sink,
+    StreamProcessor,
+    Topics,
+    partition_for,
 )
+from streams.stream_processor import StreamStats as StreamStats  # re-exported
+from streams.stream_settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
-#: Index of each source topic in a state's per-source offsets (streams.userstate.SOURCES).
-SOURCE_EVENTS = 0
-SOURCE_REPARTITION = 1
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The topic names the processor uses (from TopicSettings and StreamSettings)."""
-
-    events: str = "interest.events"
-    updates: str = "interest.updates"
-    dlq: str = "interest.events.dlq"
-    repartition: str = "interest.events.repartition"
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What the processor needs of one consumed Kafka record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    #: The record's Kafka timestamp (epoch ms; None: unknown, taken as "now").
-    timestamp_ms: int | None = None
-
-
-@lru_cache(maxsize=65536)
-def _murmur(key: bytes) -> int:
-    return int(murmur2(key)) & 0x7FFFFFFF
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (Java client, aiokafka): murmur2(key) mod partitions."""
-    return _murmur(key) % partitions
-
-
-def dlq_record(
-    rec: Record, raw: bytes, *, reason: str, detail: str, now_ms: int
-) -> tuple[bytes, Headers]:
-    """The DLQ value (the original bytes) and headers of a rejected record (streams.dlq)."""
-    letter = DeadLetter(
-        key=rec.key,
-        value=raw,
-        reason=reason,
-        detail=detail,
-        source=kafka_source(rec.topic, rec.partition, rec.offset),
-        stage="stream",
-        ts_ms=now_ms,
-    )
-    return letter.value, letter.headers()
-
-
-class Sink(Protocol):
-    """Where the processor produces to (the faust producer in the worker, a fake in tests)."""
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        *,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
-        """Queue a record; the returned awaitable resolves when it is delivered."""
-        ...
-
-    async def barrier(self) -> None:
-        """Return when everything sent so far, table changelog writes included, is delivered."""
-        ...
-
-
-class StateStore(Protocol):
-    """The per-user state table: key = user_id (UTF-8), value = UserState.to_bytes()."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def set(self, key: bytes, value: bytes) -> None:
-        """Store locally now; the changelog record goes out at the next :meth:`write_back`."""
-        ...
-
-    def set_lazy(self, key: bytes, value: bytes) -> None:
-        """Store locally now; the changelog record waits for :meth:`write_back_lazy` unless a
-        :meth:`set` of the same key comes first (for writes whose loss a restart tolerates)."""
-        ...
-
-    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
-
-    async def write_back(self) -> None:
-        """Hand the changelog records of all :meth:`set` writes to the producer (not awaited)."""
-        ...
-
-    def lazy_due(self, max_age_s: float) -> bool:
-        """Whether a :meth:`set_lazy` write is waiting for at least ``max_age_s``."""
-        ...
-
-    async def write_back_lazy(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
-        """Also hand over the :meth:`set_lazy` writes waiting >= ``max_age_s`` (oldest first,
-        at most ``limit``), then :meth:`write_back`."""
-        ...
-
-
-@dataclass
-class StreamStats:
-    """Counters of one worker (exported as metrics by the caller)."""
-
-    records: int = 0
-    events: int = 0
-    duplicates: int = 0
-    replays: int = 0
-    forwarded: int = 0
-    folded: int = 0
-    batches: int = 0
-    jobs: int = 0
-    job_events: int = 0
-    dlq: Counter[str] = field(default_factory=Counter)
-    flushes: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass
-class _Due:
-    key: bytes
-    user_id: str
-    state: UserState
-    reason: FlushReason
-
-
-class StreamProcessor:
-    """Batches in, jobs out: the worker's logic, independent of faust (which feeds it)."""
-
-    def __init__(
-        self,
-        *,
-        store: StateStore,
-        sink: Sink,
-        partitions: int,
-        policy: TriggerPolicy,
-        limits: StateLimits,
-        rules: EventRules = DEFAULT_RULES,
-        topics: Topics = Topics(),
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.sink = sink
-        self.partitions = partitions
-        self.policy = policy
-        self.limits = limits
-        self.rules = rules
-        self.topics = topics
-        self.clock = clock
-        self.stats = StreamStats()
-        #: Serialises batches, timer flushes and revocation: no interleaved read-modify-write.
-        self.lock = asyncio.Lock()
-        #: Partitions (of the events topic) this worker owns; the timer flushes only these.
-        self.active: set[int] = set()
-        self._heap: list[tuple[int, bytes]] = []
-        self._scheduled: dict[bytes, int] = {}
-        #: Decoded states of the users with pending events (the ones the timer will flush), so
-        #: neither the next batch nor the timer decodes them again. Always equal to the table.
-        self._hot: dict[bytes, UserState] = {}
-
-    def _now_ms(self) -> int:
-        return int(self.clock() * 1000)
-
-    def _load(self, key: bytes) -> UserState:
-        state = self._hot.get(key)
-        if state is not None:
-            return state
-        raw = self.store.get(key)
-        return UserState() if raw is None else UserState.from_bytes(raw)
-
-    def _save(self, key: bytes, state: UserState, *, lazy: bool = False) -> None:
-        if lazy:
-            self.store.set_lazy(key, state.to_bytes())
-        else:
-            self.store.set(key, state.to_bytes())
-        if state.pending:
-            self._hot[key] = state
-        else:
-            self._hot.pop(key, None)
-
-    # -- the agent's side ---------------------------------------------------------------------
-
-    async def process_batch(self, records: Sequence[Record]) -> None:
-        """Apply a batch and emit the jobs of due users. On return the batch may be acked: its
-        jobs, dead letters and re-keyed records are delivered, its state writes are with the
-        producer (which faust flushes before it commits the offsets)."""
-        async with self.lock:
-            now = self._now_ms()
-            sends: list[Awaitable[Any]] = []
-            touched: dict[bytes, tuple[str, UserState]] = {}
-            for rec in records:
-                await self._route(rec, now, touched, sends)
-            due: list[_Due] = []
-            for key, (user_id, state) in touched.items():
-                self._save(key, state)
-                reason = self.policy.decide(state.view(), now)
-                if reason is not None:
-                    due.append(_Due(key, user_id, state, reason))
-            await self.store.write_back()
-            if due:
-                await self._emit(due, now, check_active=False)
-            for key, (_user_id, state) in touched.items():
-                self._schedule(key, state)
-            if sends:
-                await asyncio.gather(*sends)
-            self.stats.batches += 1
-
-    async def _route(
-        self,
-        rec: Record,
-        now: int,
-        touched: dict[bytes, tuple[str, UserState]],
-        sends: list[Awaitable[Any]],
-    ) -> None:
-        self.stats.records += 1
-        raw = rec.value if rec.value is not None else b""
-        try:
-            event = parse_event(raw, now_ms=now, rules=self.rules)
-        except InvalidEvent as exc:
-            self.stats.dlq[exc.reason] += 1
-            value, headers = dlq_record(rec, raw, reason=exc.reason, detail=exc.detail, now_ms=now)
-            sends.append(await self.sink.send(self.topics.dlq, rec.key, value, headers=headers))
-            return
-        key = event.user_id.encode()
-        partition = partition_for(key, self.partitions)
-        if partition != rec.partition:
-            # Not in its user's partition (unkeyed, keyed by something else, or another
-            # partitioner): re-key it so that one partition -- one worker -- owns each user.
-            self.stats.forwarded += 1
-            origin = f"{rec.topic}:{rec.partition}:{rec.offset}".encode()
-            sends.append(
-                await self.sink.send(
-                    self.topics.repartition,
-                    key,
-                    raw,
-                    partition=partition,
-                    headers=[("forwarded_from", origin)],
-                )
-            )
-            return
-        entry = touched.get(key)
-        if entry is None:
-            entry = touched[key] = (event.user_id, self._load(key))
-        state = entry[1]
-        source = SOURCE_REPARTITION if rec.topic == self.topics.repartition else SOURCE_EVENTS
-        # The latency clock starts when the event was published (its Kafka timestamp), so
-        # max_delay bounds publish -> job; but never before the user's last flush (which keeps
-        # the rate bound of the trigger policy, also when catching up on a backlog) and never
-        # after now (a producer clock running ahead).
-        published = now if rec.timestamp_ms is None else rec.timestamp_ms
-        seen = min(now, max(published, state.last_flush_ms))
-        result = state.apply(
-            event, seen_ms=seen, source=source, offset=rec.offset, limits=self.limits
-        )
-        if result.outcome is Applied.NEW:
-            self.stats.events += 1
-            self.stats.folded += result.folded
-        elif result.outcome is Applied.DUPLICATE:
-            self.stats.duplicates += 1
-        else:
-            self.stats.replays += 1
-
-    async def _emit(self, due: list[_Due], now: int, *, check_active: bool) -> None:
-        """Steps 2-4 of the module docstring for the due users (lock held)."""
-        await self.sink.barrier()
-        jobs = [d.state.build_job(d.user_id, now_ms=now, limits=self.limits) for d in due]
-        deliveries = [
-            await self.sink.send(self.topics.updates, d.key, job.to_json())
-            for d, job in zip(due, jobs, strict=True)
-        ]
-        await asyncio.gather(*deliveries)
-        for d, job in zip(due, jobs, strict=True):
-            self.stats.jobs += 1
-            self.stats.job_events += len(job.events)
-            self.stats.flushes[d.reason] += 1
-            if check_active and partition_for(d.key, self.partitions) not in self.active:
-                continue  # revoked meanwhile: the new owner re-emits, same numbers
-            d.state.mark_flushed(job.seq, now_ms=now)
-            # Lazy: if this write is lost, a restart re-emits these events with the same
-            # numbers (harmless); usually the user's next batch carries it to the changelog.
-            self._save(d.key, d.state, lazy=True)
-
-    # -- the timer's side ---------------------------------------------------------------------
-
-    def _schedule(self, key: bytes, state: UserState) -> None:
-        due = self.policy.next_check_ms(state.view())
-        if due is None:
-            return
-        current = self._scheduled.get(key)
-        if current is None or due < current:
-            self._scheduled[key] = due
-            heapq.heappush(self._heap, (due, key))
-
-    async def flush_due(self) -> int:
-        """Flush every owned user whose trigger fires now (the timer); return how many."""
-        if not self._heap or self._heap[0][0] > self._now_ms():
-            return 0
-        async with self.lock:
-            now = self._now_ms()
-            due: list[_Due] = []
-            while self._heap and self._heap[0][0] <= now:
-                when, key = heapq.heappop(self._heap)
-                if self._scheduled.get(key) != when:
-                    continue  # superseded by an earlier schedule, already handled
-                del self._scheduled[key]
-                if partition_for(key, self.partitions) not in self.active:
-                    continue
-                state = self._hot.get(key)
-                if state is None:
-                    continue  # nothing pending (flushed since it was scheduled)
-                reason = self.policy.decide(state.view(), now)
-                if reason is None:
-                    self._schedule(key, state)
-                else:
-                    due.append(_Due(key, key.decode(), state, reason))
-            if due:
-                await self._emit(due, now, check_active=True)
-            return len(due)
-
-    # -- rebalancing ----------------------------------------------------------------------------
-
-    def on_assigned(self, partitions: Iterable[int]) -> None:
-        """After recovery: own ``partitions``, and re-arm the timer for their pending users."""
-        self.active = set(partitions)
-        self._heap.clear()
-        self._scheduled.clear()
-        self._hot.clear()
-        for key, raw in self.store.items():
-            if has_pending(raw) and partition_for(key, self.partitions) in self.active:
-                state = self._hot[key] = UserState.from_bytes(raw)
-                self._schedule(key, state)
-
-    async def persist(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
-        """Send lazy writes older than ``max_age_s`` (the timer: a bounded chunk per tick, so
-        the agent never waits long) -- or all of them (shutdown)."""
-        if not self.store.lazy_due(max_age_s):
-            return
-        async with self.lock:
-            await self.store.write_back_lazy(max_age_s, limit)
-
-    async def on_revoked(self) -> None:
-        """Before handing partitions over: finish under the lock, make every write durable."""
-        async with self.lock:
-            self.active = set()
-            self._hot.clear()
-            await self.store.write_back_lazy()
-            await self.sink.barrier()
-
-
-# ---------------------------------------------------------------------------------------------
-# faust wiring
-
 
 async def _ensure_topics(
-    kafka: KafkaSettings, topics: TopicSettings, repartition: str, changelog: str
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    internal: Sequence[str],
+    changelogs: Sequence[str],
+    popularity: bool = False,
 ) -> int:
-    """Create missing topics; return the events topic's partition count (the table's).
+    """Create missing topics; return the events topic's partition count (the tables').
 
-    The repartition topic and the changelog must have exactly as many partitions as the events
-    topic: a user's state lives in partition ``murmur2(user_id) % N`` of all three.
+    The internal topics (the repartition topics) and the changelogs must have exactly as many
+    partitions as the events topic: a user's state lives in partition ``murmur2(user_id) % N``
+    of the events, repartition and user-state changelog topics, an item's in the same partition
+    of the item repartition and item changelog topics, and faust assigns them together.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -468,6 +103,8 @@ async def _ensure_topics(
     from streams.topics import ensure_topics, unreachable
 
     await ensure_topics(kafka, topics)
+    if popularity:
+        await ensure_popularity_topic(kafka, topics)
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     try:
         await admin.start()
@@ -481,12 +118,13 @@ async def _ensure_topics(
             return len(meta["partitions"])
 
         partitions = await count(topics.events)
-        if repartition not in existing:
+        missing = [name for name in internal if name not in existing]
+        if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(repartition, partitions, topics.replication_factor)]
+                    [NewTopic(name, partitions, topics.replication_factor) for name in missing]
                 )
-        for name in (repartition, changelog):
+        for name in (*internal, *changelogs):
             if name in existing and (n := await count(name)) != partitions:
                 raise PartitionMismatch(
                     f"topic {name} has {n} partitions but {topics.events} has {partitions}; "
@@ -497,12 +135,50 @@ async def _ensure_topics(
         await admin.close()
 
 
+async def ensure_popularity_topic(kafka: KafkaSettings, topics: TopicSettings) -> None:
+    """Create the popularity topic (compacted: the latest value per item) if it is missing.
+
+    The stream workers write it and the embed workers read it; either may start first.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+    from streams.topics import unreachable
+
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        raise unreachable(kafka, exc) from exc
+    try:
+        if topics.popularity in set(await admin.list_topics()):
+            return
+        topic = NewTopic(
+            topics.popularity,
+            topics.partitions,
+            topics.replication_factor,
+            topic_configs={"cleanup.policy": "compact"},
+        )
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics([topic])
+        log.info("created topic %s (compacted)", topics.popularity)
+    finally:
+        await admin.close()
+
+
 class PartitionMismatch(RuntimeError):
     """The events topic was re-partitioned after stream state was built (one line for the CLI)."""
 
 
+#: Most items one popularity tick looks at (after a restart every item is looked at once, to
+#: re-arm its decay check; the rest wait for the next tick).
+POPULARITY_CHUNK = 50_000
+
+
 class StreamWorker:
-    """The faust app, its table, agent and timer around one :class:`StreamProcessor`."""
+    """The faust app, its tables, agents and timer around a :class:`StreamProcessor` (and a
+    :class:`~streams.popularity.PopularityProcessor` unless popularity is off), plus the
+    metrics server."""
 
     def __init__(
         self,
@@ -510,7 +186,7 @@ class StreamWorker:
         *,
         kafka: KafkaSettings,
         partitions: int,
-        topics: Topics = Topics(),
+        topics: Topics | None = None,
         replication_factor: int = 1,
         rules: EventRules = DEFAULT_RULES,
         sink: Sink | None = None,
@@ -518,7 +194,8 @@ class StreamWorker:
         import faust
 
         self.settings = settings
-        self.topics = topics
+        self.kafka = kafka
+        self.topics = topics = topics or Topics()
         self.app = app = faust.App(
             settings.app_id,
             broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap.split(",") if h.strip()],
@@ -542,8 +219,11 @@ class StreamWorker:
             stream_wait_empty=True,
             producer_linger=settings.producer_linger_s,
         )
-        self.table = _user_state_table(app, partitions)
+        self.table = _state_table(
+            app, partitions, "user-state", "per-user stream state (streams.userstate)"
+        )
         sink = sink if sink is not None else _ProducerSink(app)
+        popularity = bool(topics.items)
         self.processor = StreamProcessor(
             store=_TableStore(self.table, sink, partitions),
             sink=sink,
@@ -552,63 +232,108 @@ class StreamWorker:
             limits=settings.state_limits(),
             rules=rules,
             topics=topics,
+            popularity_half_life_s=settings.popularity_half_life_s if popularity else None,
         )
         channel = app.topic(
             topics.events, topics.repartition, key_type=bytes, value_type=bytes, acks=True
         )
-        self.agent = app.agent(channel, name="interest-stream-events")(self._agent)
+        self.agent = app.agent(channel, name="interest-stream-events")(
+            self._batches(self.processor.process_batch, "stream", observe=True)
+        )
+        self.popularity: PopularityProcessor | None = None
+        self.item_table: Any = None
+        if popularity:
+            self.item_table = _state_table(
+                app, partitions, "item-popularity", "decayed counts per item (streams.popularity)"
+            )
+            self.popularity = PopularityProcessor(
+                store=_TableStore(self.item_table, sink, partitions),
+                sink=sink,
+                partitions=partitions,
+                partition_of=partition_for,
+                topic=topics.popularity,
+                policy=settings.popularity_policy(),
+                stats=self.processor.stats,
+            )
+            items = app.topic(topics.items, key_type=bytes, value_type=bytes, acks=True)
+            self.item_agent = app.agent(items, name="interest-stream-items")(
+                self._batches(self.popularity.apply, "popularity")
+            )
         app.task(self._timer)
         self.table.on_recover(self._on_recover)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
+        # Metrics (served once the worker starts, see start_metrics).
+        self.metrics = StreamMetrics(self.processor.stats)
+        self.metrics_server: MetricsServer | None = None
+        self.lag: LagCollector | None = None
+        self.state = "starting"
+        self.owned: list[int] = []
+        self._last_batch: float | None = None
 
-    async def _agent(self, stream: Any) -> None:
-        s = self.settings
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * s.batch_max)
-        manual = stream.noack()
+    def _batches(
+        self,
+        process: Callable[[Sequence[Record]], Awaitable[None]],
+        what: str,
+        *,
+        observe: bool = False,
+    ) -> Callable[[Any], Awaitable[None]]:
+        """An agent body: batches of this agent's records to ``process``, acked after it."""
 
-        async def feed() -> None:
-            async for event in manual.events():
-                await queue.put(event)
+        async def agent(stream: Any) -> None:
+            s = self.settings
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * s.batch_max)
+            manual = stream.noack()
 
-        feeder = asyncio.ensure_future(feed())
-        try:
-            while True:
-                batch = await _collect(queue, s.batch_max, s.batch_within_s, feeder)
-                if not batch:
-                    continue
-                records = [
-                    Record(
-                        topic=e.message.topic,
-                        partition=e.message.partition,
-                        offset=e.message.offset,
-                        key=e.message.key,
-                        value=e.message.value,
-                        timestamp_ms=int(e.message.timestamp * 1000)
-                        if e.message.timestamp
-                        else None,
-                    )
-                    for e in batch
-                ]
-                try:
-                    await self.processor.process_batch(records)
-                except Exception as exc:
-                    # Infrastructure failure (job delivery, corrupt state): stop without acking,
-                    # so the batch is replayed by whoever owns these partitions next.
-                    log.critical("stream batch failed, stopping the worker: %r", exc)
-                    await self.app.crash(exc)
-                    break
-                for e in batch:
-                    await manual.ack(e)
-            # Crashed: park until faust cancels the agent (a returning agent would be
-            # restarted by its supervisor).
-            await asyncio.Event().wait()
-        finally:
-            feeder.cancel()
+            async def feed() -> None:
+                async for event in manual.events():
+                    await queue.put(event)
+
+            feeder = asyncio.ensure_future(feed())
+            try:
+                while True:
+                    batch = await _collect(queue, s.batch_max, s.batch_within_s, feeder)
+                    if not batch:
+                        continue
+                    records = [
+                        Record(
+                            topic=e.message.topic,
+                            partition=e.message.partition,
+                            offset=e.message.offset,
+                            key=e.message.key,
+                            value=e.message.value,
+                            timestamp_ms=int(e.message.timestamp * 1000)
+                            if e.message.timestamp
+                            else None,
+                        )
+                        for e in batch
+                    ]
+                    try:
+                        await process(records)
+                    except Exception as exc:
+                        # Infrastructure failure (delivery, corrupt state): stop without
+                        # acking, so the batch is replayed by whoever owns these partitions next.
+                        log.critical("%s batch failed, stopping the worker: %r", what, exc)
+                        await self._crash(exc)
+                        break
+                    for e in batch:
+                        await manual.ack(e)
+                    if observe:
+                        self.metrics.batch_size.observe(len(batch))
+                        self._last_batch = time.monotonic()
+                # Crashed: park until faust cancels the agent (a returning agent would be
+                # restarted by its supervisor).
+                await asyncio.Event().wait()
+            finally:
+                feeder.cancel()
+
+        return agent
 
     async def _timer(self) -> None:
-        """Flush idle users on time (a plain loop: mode's timers warn on every slow tick)."""
+        """Flush idle users on time, emit popularity (a plain loop: mode's timers warn on every
+        slow tick)."""
         last_log = time.monotonic()
+        last_popularity = time.monotonic()
         s = self.settings
         # Lazy writes come at the flush rate; send up to 4x that rate, in small chunks.
         chunk = max(100, int(4 * s.timer_interval_s * 10_000))
@@ -620,22 +345,109 @@ class StreamWorker:
             try:
                 await self.processor.persist(s.persist_interval_s, chunk)
                 await self.processor.flush_due()
+                if self.popularity is not None:
+                    await self.popularity.persist(s.persist_interval_s, chunk)
+                    if time.monotonic() - last_popularity >= s.popularity_interval_s:
+                        last_popularity = time.monotonic()
+                        await self.popularity.emit_due(POPULARITY_CHUNK)
             except Exception as exc:
-                log.critical("timer flush failed, stopping the worker: %r", exc)
-                await self.app.crash(exc)
+                log.critical("timer failed, stopping the worker: %r", exc)
+                await self._crash(exc)
                 return
 
+    async def _crash(self, exc: BaseException) -> None:
+        self.state = "crashed"
+        self.metrics.consuming.set(0)
+        await self.app.crash(exc)
+
     async def _on_recover(self) -> None:
+        # After each recovery, when both tables are recovered (registered on one of them).
         actives = self.app.assignor.assigned_actives()
         owned = {tp.partition for tp in actives if tp.topic == self.topics.events}
         self.processor.on_assigned(owned)
-        log.info("stream worker owns partitions %s", sorted(owned))
+        if self.popularity is not None:
+            self.popularity.on_assigned(
+                {tp.partition for tp in actives if tp.topic == self.topics.items}
+            )
+        self.owned = sorted(owned)
+        if self.state in ("starting", "rebalancing"):
+            self.state = "consuming"
+            self.metrics.consuming.set(1)
+            log.info("stream worker owns partitions %s", self.owned)
 
     async def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        if self.state == "consuming":
+            self.state = "rebalancing"
+            self.metrics.consuming.set(0)
         await self.processor.on_revoked()
+        if self.popularity is not None:
+            await self.popularity.on_revoked()
 
     async def _on_shutdown(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.stopping()
         await self.processor.persist()  # faust flushes the producer right after this
+        if self.popularity is not None:
+            await self.popularity.persist()
+        await self.stop_metrics()
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def stopping(self) -> None:
+        if self.state != "crashed":
+            self.state = "stopping"
+        self.metrics.consuming.set(0)
+
+    def health(self) -> dict[str, Any]:
+        """For ``/healthz``: ``ok`` while consuming (partitions recovered, not stopping)."""
+        age = None if self._last_batch is None else round(time.monotonic() - self._last_batch, 3)
+        state = self.state
+        return {
+            "status": "ok" if state == "consuming" else state,
+            "consuming": state == "consuming",
+            "worker": "stream",
+            "group": self.settings.app_id,
+            "assigned": [f"{self.topics.events}/{p}" for p in self.owned],
+            "last_batch_age_s": age,
+            "events": self.processor.stats.events,
+        }
+
+    async def start_metrics(self) -> None:
+        """Serve ``/metrics`` (with the lag of this app's group) and ``/healthz``.
+
+        A port already in use is logged and the worker runs on without them (Prometheus shows
+        the target down): metrics must not stop the stream.
+        """
+        s = self.settings
+        if not s.metrics_enabled or self.metrics_server is not None:
+            return
+        self.lag = LagCollector(self.kafka, [s.app_id], registry=self.metrics.registry)
+        server = MetricsServer(
+            s.metrics_host,
+            s.metrics_port,
+            self.metrics.registry,
+            health=self.health,
+            refresh=[self.lag],
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on %s:%s (%s); running without them "
+                "(set INTEREST_STREAM_METRICS_PORT, 0 = any free port)",
+                s.metrics_host, s.metrics_port, exc.strerror or exc,
+            )  # fmt: skip
+            await server.stop()
+            return
+        self.metrics_server = server
+        log.info("stream worker metrics on http://%s:%s/metrics", s.metrics_host, server.port)
+
+    async def stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
+        if self.lag is not None:
+            await self.lag.close()
+            self.lag = None
 
 
 async def _collect(
@@ -665,22 +477,24 @@ async def _collect(
     return batch
 
 
-def _user_state_table(app: Any, partitions: int) -> Any:
-    """The per-user state table, written from the agent and the timer (see (b) above)."""
+def _state_table(app: Any, partitions: int, name: str, help: str) -> Any:
+    """A state table (key bytes -> value bytes in partition ``murmur2(key) % N``), written from
+    an agent and the timer (see (b) above): ``user-state`` (key user_id, streams.userstate) and
+    ``item-popularity`` (key item_id, streams.popularity)."""
     import faust
 
-    class UserStateTable(faust.Table[bytes, bytes]):
+    class StateTable(faust.Table[bytes, bytes]):
         def partition_for_key(self, key: Any) -> int:
             return partition_for(bytes(key), partitions)
 
-    table = UserStateTable(
+    table = StateTable(
         app,
-        name="user-state",
+        name=name,
         key_type=bytes,
         value_type=bytes,
         partitions=partitions,
         beacon=app.tables.beacon,
-        help="interest-stream per-user stream state (streams.userstate)",
+        help=help,
         # A restart reads the whole changelog (about 7k records/s here): let compaction, which
         # never touches the active segment, start early so the log stays ~1 record per user.
         extra_topic_configs={
@@ -705,7 +519,7 @@ class _TableStore:
         self.table = table
         self.sink = sink
         self.partitions = partitions
-        self._unsent: dict[bytes, bytes] = {}
+        self._unsent: dict[bytes, bytes | None] = {}  # None: a tombstone
         self._lazy: dict[bytes, tuple[bytes, float]] = {}  # oldest first
 
     def get(self, key: bytes) -> bytes | None:
@@ -721,6 +535,11 @@ class _TableStore:
         self.table.data[key] = value
         self._lazy.pop(key, None)
         self._lazy[key] = (value, time.monotonic())
+
+    def delete(self, key: bytes) -> None:
+        self.table.data.pop(key, None)
+        self._unsent[key] = None
+        self._lazy.pop(key, None)
 
     def lazy_due(self, max_age_s: float) -> bool:
         first = next(iter(self._lazy.values()), None)
@@ -756,7 +575,7 @@ class _ProducerSink:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         *,
         partition: int | None = None,
         headers: Headers | None = None,
@@ -814,8 +633,13 @@ def run_stream_worker(
     topics = topics or TopicSettings()
     intake = intake or IntakeSettings()
     settings.faust_data_dir().mkdir(parents=True, exist_ok=True)
-    changelog = f"{settings.app_id}-user-state-changelog"
-    partitions = asyncio.run(_ensure_topics(kafka, topics, settings.repartition_topic, changelog))
+    popularity = settings.popularity_enabled
+    internal = [settings.repartition_topic]
+    changelogs = [f"{settings.app_id}-user-state-changelog"]
+    if popularity:
+        internal.append(settings.item_topic())
+        changelogs.append(f"{settings.app_id}-item-popularity-changelog")
+    partitions = asyncio.run(_ensure_topics(kafka, topics, internal, changelogs, popularity))
     worker = StreamWorker(
         settings,
         kafka=kafka,
@@ -825,6 +649,8 @@ def run_stream_worker(
             updates=topics.updates,
             dlq=topics.dlq,
             repartition=settings.repartition_topic,
+            items=settings.item_topic() if popularity else "",
+            popularity=topics.popularity,
         ),
         replication_factor=topics.replication_factor,
         rules=intake.rules(),
@@ -835,11 +661,17 @@ def run_stream_worker(
 
         def _on_sigint(self) -> None:
             self._second_signal_exits(signal.SIGINT)
+            worker.stopping()
             super()._on_sigint()
 
         def _on_sigterm(self) -> None:
             self._second_signal_exits(signal.SIGTERM)
+            worker.stopping()
             super()._on_sigterm()
+
+        async def on_first_start(self) -> None:
+            await super().on_first_start()
+            await worker.start_metrics()  # up during recovery: /healthz says "starting"
 
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             # faust's terminal spinner sets the root logger to DEBUG (so it can spin on every

@@ -1,6 +1,6 @@
 """What a stream worker exports, and a small server for ``/metrics`` and ``/healthz``.
 
-The stream worker already counts its work in ``StreamStats`` (see :mod:`streams.stream_app`);
+The stream worker already counts its work in ``StreamStats`` (:mod:`streams.stream_processor`);
 :class:`StreamMetrics` reads those running totals at scrape time instead of asking every call
 site to increment a second set of counters. faust runs with its web server off, so the worker
 serves Prometheus through :class:`MetricsServer`, which also refreshes consumer lag (a
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class StatsLike(Protocol):
-    """The running totals of a stream worker (``streams.stream_app.StreamStats``)."""
+    """The running totals of a stream worker (``streams.stream_processor.StreamStats``)."""
 
     records: int
     events: int
@@ -46,6 +46,11 @@ class StatsLike(Protocol):
     job_events: int
     dlq: CounterOf[str]
     flushes: CounterOf[str]
+    item_interactions: int
+    popularity_records: int
+    popularity_replays: int
+    popularity_invalid: int
+    popularity_updates: int
 
 
 class Refreshable(Protocol):
@@ -63,6 +68,31 @@ _TOTALS = (
     ("batches", "interest_stream_batches", "Batches processed"),
     ("jobs", "interest_stream_jobs", "Update jobs emitted to the embed workers"),
     ("job_events", "interest_stream_job_events", "Events carried by emitted update jobs"),
+    (
+        "item_interactions",
+        "interest_stream_item_interactions",
+        "New events counted into their item's popularity (item_id, positive weight)",
+    ),
+    (
+        "popularity_records",
+        "interest_stream_popularity_records",
+        "Per-batch item count records applied to the item popularity table",
+    ),
+    (
+        "popularity_replays",
+        "interest_stream_popularity_replays",
+        "Item counts skipped as replays of applied records",
+    ),
+    (
+        "popularity_invalid",
+        "interest_stream_popularity_invalid",
+        "Unreadable or misrouted item count records (skipped)",
+    ),
+    (
+        "popularity_updates",
+        "interest_stream_popularity_updates",
+        "Item popularity values emitted to the popularity topic",
+    ),
 )
 
 

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from models.config import CoreSettings, InterestSettings
+from streams.popularity import EmitPolicy
 from streams.triggers import TriggerPolicy
 from streams.userstate import ActivityWindow, StateLimits
 
@@ -94,6 +95,35 @@ class StreamSettings(InterestSettings):
         default=None, description="faust data dir; default <data_dir>/stream"
     )
     stats_interval_s: float = Field(default=60.0, gt=0, description="log the counters this often")
+    # Live item popularity (streams.popularity).
+    popularity_enabled: bool = Field(
+        default=True, description="keep decayed interaction counts per item and emit them"
+    )
+    popularity_half_life_s: float = Field(
+        default=7 * 86400.0, gt=0, description="half-life of an interaction's weight"
+    )
+    popularity_interval_s: float = Field(
+        default=10.0, gt=0, description="how often changed item popularity is emitted"
+    )
+    popularity_tolerance: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="emit an item again when its popularity moved by this fraction",
+    )
+    popularity_floor: float = Field(
+        default=0.01, gt=0, description="below this an item is emitted as 0 and forgotten"
+    )
+    item_repartition_topic: str | None = Field(
+        default=None,
+        description="where per-batch item counts go; default <app_id>-item-repartition",
+    )
+    # Prometheus /metrics and /healthz (streams.stream_metrics).
+    metrics_enabled: bool = Field(default=True, description="serve /metrics and /healthz")
+    metrics_host: str = Field(default="127.0.0.1", description="metrics server address")
+    metrics_port: int = Field(
+        default=8766, ge=0, le=65535, description="metrics server port; 0 picks a free one"
+    )
     loglevel: str = Field(
         default="warn", description="faust worker log level: crit|error|warn|info|debug"
     )
@@ -138,6 +168,17 @@ class StreamSettings(InterestSettings):
             pending_max_bytes=self.pending_max_bytes,
             dedupe_window=self.dedupe_window,
             windows=windows,
+        )
+
+    def item_topic(self) -> str:
+        """The item repartition topic (internal to this app, like its changelogs)."""
+        return self.item_repartition_topic or f"{self.app_id}-item-repartition"
+
+    def popularity_policy(self) -> EmitPolicy:
+        return EmitPolicy(
+            half_life_s=self.popularity_half_life_s,
+            tolerance=self.popularity_tolerance,
+            floor=self.popularity_floor,
         )
 
     def faust_data_dir(self) -> Path:

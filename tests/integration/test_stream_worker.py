@@ -1,4 +1,5 @@
-"""Stream workers on the real broker: bursts, kill -9 and restart, two workers and a rebalance.
+"""Stream workers on the real broker: bursts, kill -9 and restart, two workers and a rebalance,
+the metrics server.
 
 Each test runs ``python -m streams.stream_app`` as child processes (as ``interest-stream stream``
 does) on fresh topics and checks the jobs on the updates topic against the input:
@@ -15,10 +16,13 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +30,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka_testing import read_topic_sync
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.dlq import DeadLetter
 from streams.jobs import UpdateJob
@@ -80,6 +85,7 @@ def worker_env(kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path) -> d
         "INTEREST_TOPICS_EVENTS": topics.events,
         "INTEREST_TOPICS_DLQ": topics.dlq,
         "INTEREST_TOPICS_UPDATES": topics.updates,
+        "INTEREST_TOPICS_POPULARITY": f"{topics.events}.popularity",
         "INTEREST_TOPICS_PARTITIONS": str(topics.partitions),
         "INTEREST_STREAM_APP_ID": app,
         "INTEREST_STREAM_REPARTITION_TOPIC": f"{topics.events}.repartition",
@@ -87,6 +93,7 @@ def worker_env(kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path) -> d
         "INTEREST_STREAM_COMMIT_INTERVAL_S": "0.5",
         "INTEREST_STREAM_DATA_DIR": str(tmp_path / "stream"),
         "INTEREST_STREAM_LOGLEVEL": "info",
+        "INTEREST_STREAM_METRICS_PORT": "0",  # several workers at once
     }
 
 
@@ -272,6 +279,87 @@ def test_two_workers_split_partitions_and_agree_after_rebalance(
     reader.wait_for(set(sent), timeout_s=45)
     in_order(check_jobs(reader.jobs, sent, exact=False), sent)
     assert workers[1].terminate() == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_metrics_and_health_while_events_flow(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+) -> None:
+    """``/healthz`` says consuming; ``/metrics`` has the interest_stream_* counters (DLQ by
+    reason) and the consumer lag of the worker's own group, read when scraped."""
+    port = free_port()
+    env = {**worker_env(kafka, topics, tmp_path), "INTEREST_STREAM_METRICS_PORT": str(port)}
+    app = env["INTEREST_STREAM_APP_ID"]
+    base = f"http://127.0.0.1:{port}"
+    workers.append(Worker(env, tmp_path / "w1.log"))
+    wait_until(lambda: http_get(f"{base}/healthz")[0] == 200, timeout_s=60)
+    health = json.loads(http_get(f"{base}/healthz")[1])
+    assert health["consuming"] and health["worker"] == "stream" and health["group"] == app
+    assert len(health["assigned"]) == topics.partitions
+
+    users = [f"m-{i}" for i in range(20)]
+    sent = [(users[i % 20], f"e{i}") for i in range(300)]
+    records: list[tuple[bytes | None, bytes]] = [
+        (u.encode(), event(e, u, item_id=f"item-{i % 7}")) for i, (u, e) in enumerate(sent)
+    ]
+    broken = [(b"m-1", b"{oops"), (b"m-2", event("b1", "m-2", type="teleport"))]
+    reader = JobReader(kafka, topics.updates)
+    asyncio.run(produce(kafka, topics.events, records + broken))
+    reader.wait_for(set(sent), timeout_s=40)
+
+    def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        status, body = http_get(f"{base}/metrics")
+        assert status == 200
+        return samples(body)
+
+    def lag_of(got: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> list[float]:
+        return [
+            v
+            for (name, labels), v in got.items()
+            if name == "interest_consumer_lag"
+            and dict(labels)["group"] == app
+            and dict(labels)["topic"] == topics.events
+        ]
+
+    # Lag needs a committed offset (every 0.5 s here); the collector re-reads at most every 5 s.
+    wait_until(lambda: len(lag_of(scraped())) == topics.partitions, timeout_s=30)
+    wait_until(lambda: sum(lag_of(scraped())) == 0, timeout_s=30)
+    got = scraped()
+    assert got[("interest_stream_records_total", ())] == len(records) + len(broken)
+    assert got[("interest_stream_events_total", ())] == len(sent)
+    assert got[("interest_stream_jobs_total", ())] == len(reader.jobs)
+    assert got[("interest_stream_job_events_total", ())] == len(sent)
+    assert got[("interest_stream_item_interactions_total", ())] == len(sent)
+    assert got[("interest_stream_dlq_total", (("reason", "not_json"),))] == 1
+    assert got[("interest_stream_dlq_total", (("reason", "unknown_type"),))] == 1
+    assert got[("interest_worker_consuming", ())] == 1
+    assert got[("interest_consumer_lag_read_ok", ())] == 1
+    assert workers[0].terminate() == 0
+    assert http_get(f"{base}/healthz")[0] == 0  # stopped with the worker
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 30) -> None:

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from streams.dlq import DeadLetter
 from streams.jobs import UpdateJob
 from streams.settings import KafkaSettings
-from streams.stream_app import (
+from streams.stream_app import StreamWorker
+from streams.stream_processor import (
     Headers,
     Record,
     StreamProcessor,
-    StreamWorker,
     Topics,
     partition_for,
 )
@@ -409,3 +409,56 @@ def test_faust_agent_in_test_context(tmp_path: Path) -> None:
     assert DeadLetter.from_record(b"u1", raw, headers or []).reason == "not_object"
     state = UserState.from_bytes(worker.table[b"u1"])
     assert state.last_n == 3 and not state.pending and worker.processor.stats.duplicates == 1
+
+
+def test_metrics_server_serves_counters_and_health_and_survives_a_busy_port(
+    tmp_path: Path,
+) -> None:
+    """``/metrics`` and ``/healthz`` of a worker that has not joined its group yet; a port in
+    use leaves the worker running without them."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    def get(url: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def worker(port: int) -> StreamWorker:
+        s = StreamSettings(app_id="test-metrics", data_dir=tmp_path, metrics_port=port)
+        return StreamWorker(s, kafka=KafkaSettings(bootstrap="127.0.0.1:1"), partitions=1)
+
+    async def run() -> None:
+        w = worker(0)
+        await w.start_metrics()
+        assert w.metrics_server is not None
+        base = f"http://127.0.0.1:{w.metrics_server.port}"
+        loop = asyncio.get_running_loop()
+        status, body = await loop.run_in_executor(None, get, f"{base}/healthz")
+        assert status == 503 and json.loads(body)["status"] == "starting"
+        w.processor.stats.dlq["not_json"] += 2
+        w.state = "consuming"
+        w.metrics.consuming.set(1)
+        status, body = await loop.run_in_executor(None, get, f"{base}/healthz")
+        assert status == 200 and json.loads(body)["consuming"] is True
+        status, body = await loop.run_in_executor(None, get, f"{base}/metrics")
+        text = body.decode()
+        assert status == 200
+        assert 'interest_stream_dlq_total{reason="not_json"} 2.0' in text
+        assert "interest_stream_events_total 0.0" in text
+        assert "interest_worker_consuming 1.0" in text
+        assert "interest_consumer_lag_read_ok 0.0" in text  # no broker here: no lag series
+        await w.stop_metrics()
+
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            w2 = worker(busy.getsockname()[1])
+            await w2.start_metrics()  # logged, not raised
+            assert w2.metrics_server is None
+            await w2.stop_metrics()
+
+    asyncio.run(run())

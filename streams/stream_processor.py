@@ -1,0 +1,438 @@
+"""The stream worker's logic, independent of faust: batches of records in, update jobs out.
+
+Per record (:meth:`StreamProcessor.process_batch`): validate (bad input -> DLQ with a reason,
+never a crash); make sure the record sits in its user's partition ``murmur2(user_id) % N``
+(otherwise re-key it to the repartition topic, which the same agent consumes); apply it to the
+user's state (numbering, dedupe, pending, activity -- :mod:`streams.userstate`). Per batch, ask
+the trigger policy (:mod:`streams.triggers`) which users are due and emit one
+:class:`~streams.jobs.UpdateJob` per due user. The timer (:meth:`StreamProcessor.flush_due`)
+flushes idle users whose oldest pending event is about to exceed max_delay (counted from the
+record's Kafka timestamp). New events with an item and a positive weight are also summed per
+item for the batch and sent to the item repartition topic (:mod:`streams.popularity`).
+:mod:`streams.stream_app` feeds it from faust; the tests feed it fakes.
+
+Restart safety (kill -9 at any point loses no event and never renumbers one):
+    1. apply a batch, write each touched user's state once (numbers, offsets, pending);
+    2. if any user is due: barrier -- ``producer.flush()``, so those states are in the changelog;
+    3. send the jobs and await their delivery;
+    4. drop the delivered events from pending; that state goes to the changelog lazily (with the
+       user's next batch, within ``persist_interval_s``, before a revocation, at shutdown);
+    5. ack the batch's events (faust commits them at the next commit, after a producer flush).
+A job therefore never leaves before the numbering it carries is durable, whatever a replay would
+decide differently (a clock that moved on, changed settings, re-keyed records interleaving). A
+crash between 3 and the write of 4 re-emits the same events with the same numbers (the embed worker
+drops n <= its seq). A crash before the commit replays records; those at or below the offset
+stored in the user's state are skipped exactly. The timer runs 2-4 for idle users under the same
+lock as the agent, and only for partitions this worker owns; on revocation it finishes under the
+lock, writes everything and flushes the producer before faust hands the partitions over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Protocol
+
+from aiokafka.partitioner import murmur2
+
+from streams.dlq import DeadLetter, kafka_source
+from streams.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
+from streams.popularity import Contributions
+from streams.triggers import FlushReason, TriggerPolicy
+from streams.userstate import (
+    Applied,
+    StateLimits,
+    UserState,
+    has_pending,
+)
+
+#: Index of each source topic in a state's per-source offsets (streams.userstate.SOURCES).
+SOURCE_EVENTS = 0
+SOURCE_REPARTITION = 1
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic names the processor uses (from TopicSettings and StreamSettings)."""
+
+    events: str = "interest.events"
+    updates: str = "interest.updates"
+    dlq: str = "interest.events.dlq"
+    repartition: str = "interest.events.repartition"
+    #: Where the per-batch item counts go (streams.popularity); "" = popularity off.
+    items: str = ""
+    #: The popularity topic the item table's changes are emitted to.
+    popularity: str = "interest.items.popularity"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the processor needs of one consumed Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    #: The record's Kafka timestamp (epoch ms; None: unknown, taken as "now").
+    timestamp_ms: int | None = None
+
+
+@lru_cache(maxsize=65536)
+def _murmur(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (Java client, aiokafka): murmur2(key) mod partitions."""
+    return _murmur(key) % partitions
+
+
+def dlq_record(
+    rec: Record, raw: bytes, *, reason: str, detail: str, now_ms: int
+) -> tuple[bytes, Headers]:
+    """The DLQ value (the original bytes) and headers of a rejected record (streams.dlq)."""
+    letter = DeadLetter(
+        key=rec.key,
+        value=raw,
+        reason=reason,
+        detail=detail,
+        source=kafka_source(rec.topic, rec.partition, rec.offset),
+        stage="stream",
+        ts_ms=now_ms,
+    )
+    return letter.value, letter.headers()
+
+
+class Sink(Protocol):
+    """Where the processor produces to (the faust producer in the worker, a fake in tests)."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> Awaitable[Any]:
+        """Queue a record; the returned awaitable resolves when it is delivered."""
+        ...
+
+    async def barrier(self) -> None:
+        """Return when everything sent so far, table changelog writes included, is delivered."""
+        ...
+
+
+class StateStore(Protocol):
+    """The per-user state table: key = user_id (UTF-8), value = UserState.to_bytes()."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def set(self, key: bytes, value: bytes) -> None:
+        """Store locally now; the changelog record goes out at the next :meth:`write_back`."""
+        ...
+
+    def set_lazy(self, key: bytes, value: bytes) -> None:
+        """Store locally now; the changelog record waits for :meth:`write_back_lazy` unless a
+        :meth:`set` of the same key comes first (for writes whose loss a restart tolerates)."""
+        ...
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+    async def write_back(self) -> None:
+        """Hand the changelog records of all :meth:`set` writes to the producer (not awaited)."""
+        ...
+
+    def lazy_due(self, max_age_s: float) -> bool:
+        """Whether a :meth:`set_lazy` write is waiting for at least ``max_age_s``."""
+        ...
+
+    async def write_back_lazy(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
+        """Also hand over the :meth:`set_lazy` writes waiting >= ``max_age_s`` (oldest first,
+        at most ``limit``), then :meth:`write_back`."""
+        ...
+
+
+@dataclass
+class StreamStats:
+    """Counters of one worker (exported as metrics by the caller)."""
+
+    records: int = 0
+    events: int = 0
+    duplicates: int = 0
+    replays: int = 0
+    forwarded: int = 0
+    folded: int = 0
+    batches: int = 0
+    jobs: int = 0
+    job_events: int = 0
+    dlq: Counter[str] = field(default_factory=Counter)
+    flushes: Counter[str] = field(default_factory=Counter)
+    # Item popularity (streams.popularity).
+    item_interactions: int = 0
+    popularity_records: int = 0
+    popularity_replays: int = 0
+    popularity_invalid: int = 0
+    popularity_updates: int = 0
+
+
+@dataclass
+class _Due:
+    key: bytes
+    user_id: str
+    state: UserState
+    reason: FlushReason
+
+
+class StreamProcessor:
+    """Batches in, jobs out: the worker's logic, independent of faust (which feeds it)."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        sink: Sink,
+        partitions: int,
+        policy: TriggerPolicy,
+        limits: StateLimits,
+        rules: EventRules = DEFAULT_RULES,
+        topics: Topics = Topics(),
+        clock: Callable[[], float] = time.time,
+        popularity_half_life_s: float | None = None,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.partitions = partitions
+        self.policy = policy
+        self.limits = limits
+        self.rules = rules
+        self.topics = topics
+        self.clock = clock
+        self.stats = StreamStats()
+        #: Serialises batches, timer flushes and revocation: no interleaved read-modify-write.
+        self.lock = asyncio.Lock()
+        #: Partitions (of the events topic) this worker owns; the timer flushes only these.
+        self.active: set[int] = set()
+        self._heap: list[tuple[int, bytes]] = []
+        self._scheduled: dict[bytes, int] = {}
+        #: Decoded states of the users with pending events (the ones the timer will flush), so
+        #: neither the next batch nor the timer decodes them again. Always equal to the table.
+        self._hot: dict[bytes, UserState] = {}
+        #: This batch's item counts (None: popularity off); see streams.popularity.
+        self._items = (
+            Contributions(popularity_half_life_s)
+            if popularity_half_life_s is not None and topics.items
+            else None
+        )
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _item_partition(self, key: bytes) -> int:
+        return partition_for(key, self.partitions)
+
+    def _load(self, key: bytes) -> UserState:
+        state = self._hot.get(key)
+        if state is not None:
+            return state
+        raw = self.store.get(key)
+        return UserState() if raw is None else UserState.from_bytes(raw)
+
+    def _save(self, key: bytes, state: UserState, *, lazy: bool = False) -> None:
+        if lazy:
+            self.store.set_lazy(key, state.to_bytes())
+        else:
+            self.store.set(key, state.to_bytes())
+        if state.pending:
+            self._hot[key] = state
+        else:
+            self._hot.pop(key, None)
+
+    # -- the agent's side ---------------------------------------------------------------------
+
+    async def process_batch(self, records: Sequence[Record]) -> None:
+        """Apply a batch and emit the jobs of due users. On return the batch may be acked: its
+        jobs, dead letters and re-keyed records are delivered, its state writes are with the
+        producer (which faust flushes before it commits the offsets)."""
+        async with self.lock:
+            now = self._now_ms()
+            sends: list[Awaitable[Any]] = []
+            touched: dict[bytes, tuple[str, UserState]] = {}
+            for rec in records:
+                await self._route(rec, now, touched, sends)
+            due: list[_Due] = []
+            for key, (user_id, state) in touched.items():
+                self._save(key, state)
+                reason = self.policy.decide(state.view(), now)
+                if reason is not None:
+                    due.append(_Due(key, user_id, state, reason))
+            await self.store.write_back()
+            if due:
+                await self._emit(due, now, check_active=False)
+            for key, (_user_id, state) in touched.items():
+                self._schedule(key, state)
+            if self._items:
+                # After the state writes (above), so that a replay finds these events applied
+                # unless the crash also lost the state writes (streams.popularity: "Exactness").
+                for partition, value in self._items.drain(self._item_partition):
+                    sends.append(
+                        await self.sink.send(self.topics.items, None, value, partition=partition)
+                    )
+            if sends:
+                await asyncio.gather(*sends)
+            self.stats.batches += 1
+
+    async def _route(
+        self,
+        rec: Record,
+        now: int,
+        touched: dict[bytes, tuple[str, UserState]],
+        sends: list[Awaitable[Any]],
+    ) -> None:
+        self.stats.records += 1
+        raw = rec.value if rec.value is not None else b""
+        try:
+            event = parse_event(raw, now_ms=now, rules=self.rules)
+        except InvalidEvent as exc:
+            self.stats.dlq[exc.reason] += 1
+            value, headers = dlq_record(rec, raw, reason=exc.reason, detail=exc.detail, now_ms=now)
+            sends.append(await self.sink.send(self.topics.dlq, rec.key, value, headers=headers))
+            return
+        key = event.user_id.encode()
+        partition = partition_for(key, self.partitions)
+        if partition != rec.partition:
+            # Not in its user's partition (unkeyed, keyed by something else, or another
+            # partitioner): re-key it so that one partition -- one worker -- owns each user.
+            self.stats.forwarded += 1
+            origin = f"{rec.topic}:{rec.partition}:{rec.offset}".encode()
+            sends.append(
+                await self.sink.send(
+                    self.topics.repartition,
+                    key,
+                    raw,
+                    partition=partition,
+                    headers=[("forwarded_from", origin)],
+                )
+            )
+            return
+        entry = touched.get(key)
+        if entry is None:
+            entry = touched[key] = (event.user_id, self._load(key))
+        state = entry[1]
+        source = SOURCE_REPARTITION if rec.topic == self.topics.repartition else SOURCE_EVENTS
+        # The latency clock starts when the event was published (its Kafka timestamp), so
+        # max_delay bounds publish -> job; but never before the user's last flush (which keeps
+        # the rate bound of the trigger policy, also when catching up on a backlog) and never
+        # after now (a producer clock running ahead).
+        published = now if rec.timestamp_ms is None else rec.timestamp_ms
+        seen = min(now, max(published, state.last_flush_ms))
+        result = state.apply(
+            event, seen_ms=seen, source=source, offset=rec.offset, limits=self.limits
+        )
+        if result.outcome is Applied.NEW:
+            self.stats.events += 1
+            self.stats.folded += result.folded
+            if (
+                self._items is not None
+                and event.item_id is not None
+                and self._items.add(event.item_id, event.weight, event.ts_ms)
+            ):
+                self.stats.item_interactions += 1
+        elif result.outcome is Applied.DUPLICATE:
+            self.stats.duplicates += 1
+        else:
+            self.stats.replays += 1
+
+    async def _emit(self, due: list[_Due], now: int, *, check_active: bool) -> None:
+        """Steps 2-4 of the module docstring for the due users (lock held)."""
+        await self.sink.barrier()
+        jobs = [d.state.build_job(d.user_id, now_ms=now, limits=self.limits) for d in due]
+        deliveries = [
+            await self.sink.send(self.topics.updates, d.key, job.to_json())
+            for d, job in zip(due, jobs, strict=True)
+        ]
+        await asyncio.gather(*deliveries)
+        for d, job in zip(due, jobs, strict=True):
+            self.stats.jobs += 1
+            self.stats.job_events += len(job.events)
+            self.stats.flushes[d.reason] += 1
+            if check_active and partition_for(d.key, self.partitions) not in self.active:
+                continue  # revoked meanwhile: the new owner re-emits, same numbers
+            d.state.mark_flushed(job.seq, now_ms=now)
+            # Lazy: if this write is lost, a restart re-emits these events with the same
+            # numbers (harmless); usually the user's next batch carries it to the changelog.
+            self._save(d.key, d.state, lazy=True)
+
+    # -- the timer's side ---------------------------------------------------------------------
+
+    def _schedule(self, key: bytes, state: UserState) -> None:
+        due = self.policy.next_check_ms(state.view())
+        if due is None:
+            return
+        current = self._scheduled.get(key)
+        if current is None or due < current:
+            self._scheduled[key] = due
+            heapq.heappush(self._heap, (due, key))
+
+    async def flush_due(self) -> int:
+        """Flush every owned user whose trigger fires now (the timer); return how many."""
+        if not self._heap or self._heap[0][0] > self._now_ms():
+            return 0
+        async with self.lock:
+            now = self._now_ms()
+            due: list[_Due] = []
+            while self._heap and self._heap[0][0] <= now:
+                when, key = heapq.heappop(self._heap)
+                if self._scheduled.get(key) != when:
+                    continue  # superseded by an earlier schedule, already handled
+                del self._scheduled[key]
+                if partition_for(key, self.partitions) not in self.active:
+                    continue
+                state = self._hot.get(key)
+                if state is None:
+                    continue  # nothing pending (flushed since it was scheduled)
+                reason = self.policy.decide(state.view(), now)
+                if reason is None:
+                    self._schedule(key, state)
+                else:
+                    due.append(_Due(key, key.decode(), state, reason))
+            if due:
+                await self._emit(due, now, check_active=True)
+            return len(due)
+
+    # -- rebalancing ----------------------------------------------------------------------------
+
+    def on_assigned(self, partitions: Iterable[int]) -> None:
+        """After recovery: own ``partitions``, and re-arm the timer for their pending users."""
+        self.active = set(partitions)
+        self._heap.clear()
+        self._scheduled.clear()
+        self._hot.clear()
+        for key, raw in self.store.items():
+            if has_pending(raw) and partition_for(key, self.partitions) in self.active:
+                state = self._hot[key] = UserState.from_bytes(raw)
+                self._schedule(key, state)
+
+    async def persist(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
+        """Send lazy writes older than ``max_age_s`` (the timer: a bounded chunk per tick, so
+        the agent never waits long) -- or all of them (shutdown)."""
+        if not self.store.lazy_due(max_age_s):
+            return
+        async with self.lock:
+            await self.store.write_back_lazy(max_age_s, limit)
+
+    async def on_revoked(self) -> None:
+        """Before handing partitions over: finish under the lock, make every write durable."""
+        async with self.lock:
+            self.active = set()
+            self._hot.clear()
+            await self.store.write_back_lazy()
+            await self.sink.barrier()
