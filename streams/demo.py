@@ -115,10 +115,12 @@ class Demo:
             "INTEREST_TOPICS_EVENTS": self.topics.events,
             "INTEREST_TOPICS_DLQ": self.topics.dlq,
             "INTEREST_TOPICS_UPDATES": self.topics.updates,
+            "INTEREST_TOPICS_POPULARITY": f"interest-demo-{self.run_id}.items.popularity",
             "INTEREST_TOPICS_PARTITIONS": str(self.topics.partitions),
             "INTEREST_STREAM_APP_ID": f"interest-demo-{self.run_id}",
             "INTEREST_STREAM_REPARTITION_TOPIC": f"interest-demo-{self.run_id}.repartition",
             "INTEREST_STREAM_DATA_DIR": str(self.dir / "stream"),
+            "INTEREST_STREAM_METRICS_PORT": "0",  # never clash with a running service
             "INTEREST_EMBED_GROUP_ID": f"interest-demo-{self.run_id}-embed",
             "INTEREST_QDRANT_PATH": str(self.dir / "qdrant"),
             "INTEREST_QDRANT_URL": "",

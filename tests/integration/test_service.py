@@ -40,9 +40,11 @@ def service_env(tmp_path: Path, kafka: KafkaSettings) -> dict[str, str]:
         "INTEREST_TOPICS_EVENTS": f"svc-{run}.events",
         "INTEREST_TOPICS_DLQ": f"svc-{run}.events.dlq",
         "INTEREST_TOPICS_UPDATES": f"svc-{run}.updates",
+        "INTEREST_TOPICS_POPULARITY": f"svc-{run}.items.popularity",
         "INTEREST_TOPICS_PARTITIONS": "2",
         "INTEREST_STREAM_APP_ID": f"svc-{run}",
         "INTEREST_STREAM_REPARTITION_TOPIC": f"svc-{run}.repartition",
+        "INTEREST_STREAM_METRICS_PORT": "0",  # never clash with a running service
         "INTEREST_EMBED_GROUP_ID": f"svc-{run}-embed",
         "INTEREST_API_PORT": str(free_port()),
     }
