@@ -53,6 +53,7 @@ from qdrant_client import QdrantClient  # noqa: E402
 from models.catalog import CatalogItem, load_items  # noqa: E402
 from models.encoder import Encoder, ModelLoadError  # noqa: E402
 from models.profile import InterestSpec  # noqa: E402
+from models.settings import ModelSettings  # noqa: E402
 from models.store import InterestStore, open_local_client  # noqa: E402
 from streams.embed_fold import JobFolder  # noqa: E402
 from streams.events import DEFAULT_TYPE_WEIGHTS  # noqa: E402
@@ -317,7 +318,7 @@ async def bench_kafka(encoder: Encoder, args: argparse.Namespace, work: Path) ->
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from models.settings import ModelSettings, QdrantSettings
+    from models.settings import QdrantSettings
     from streams.embed_worker import EmbedWorker
     from streams.settings import EmbedSettings, KafkaSettings, TopicSettings
     from streams.topics import ensure_topics
@@ -348,7 +349,12 @@ async def bench_kafka(encoder: Encoder, args: argparse.Namespace, work: Path) ->
         kafka,
         topics,
         EmbedSettings(group_id=f"bench-{tag}", max_batch_jobs=len(warm_jobs)),
-        ModelSettings(device=args.device, precision=args.precision, batch_size=args.batch_size),
+        ModelSettings(
+            name=args.model,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+        ),
         qdrant,
     )
     await ensure_topics(kafka, topics, (topics.updates, topics.dlq))
@@ -562,6 +568,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--batch-size", type=int, default=64, help="texts per model forward pass")
+    p.add_argument(
+        "--model",
+        help="model name or local directory (default: INTEREST_MODEL_NAME, else the bundled one)",
+    )
     p.add_argument("--step-texts", type=int, help="texts per fold step / encode call")
     p.add_argument("--steps", type=int, help="fold steps per repeat (texts = step-texts x steps)")
     p.add_argument("--repeats", type=int, help="times each step is timed (encoder, fold alternate)")
@@ -598,8 +608,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ticks = cpu_ticks()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        args.model = args.model or ModelSettings().name
         encoder = Encoder(
-            device=args.device, precision=args.precision, batch_size=args.batch_size
+            args.model, device=args.device, precision=args.precision, batch_size=args.batch_size
         ).load()
     except ModelLoadError as exc:
         raise SystemExit(f"embed_bench: {exc}") from None

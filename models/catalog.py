@@ -71,7 +71,7 @@ def load_items(
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Embed and upsert ``items`` in batches (one model call and one upsert each); return count."""
+    """Embed and upsert ``items`` in batches (one model call, one retrieve and one upsert each); return count."""
     total = 0
     batch: list[CatalogItem] = []
 

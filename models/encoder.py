@@ -26,9 +26,9 @@ import re
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -176,8 +176,13 @@ class Encoder:
         import transformers
         from sentence_transformers import SentenceTransformer
 
-        # The weight-loading progress bar is noise in worker logs and CLI output.
-        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        # The weight-loading progress bar is noise in worker logs and CLI output. transformers
+        # leaves this function unannotated (mypy strict rejects calling it); it takes nothing
+        # and returns None, which the cast states.
+        disable_progress_bar = cast(
+            "Callable[[], None]", transformers.utils.logging.disable_progress_bar
+        )
+        disable_progress_bar()
         device, precision = resolve_device_and_precision(
             self._requested_device,
             self._requested_precision,

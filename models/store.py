@@ -3,7 +3,9 @@
 Collections (names from ``QdrantSettings``):
 
 - ``items``: one point per item, vector ``content`` (cosine), payload = the item's payload plus
-  ``item_id``.
+  ``item_id``. ``popularity`` is a live field: the embed workers set it from the stream workers'
+  counts, and re-writing an item (``items load`` again) keeps the stored value (see
+  ``upsert_items``).
 - ``users``: one point per user, a named cosine vector per dimension (``short_term``,
   ``long_term``, ``search``, ``negative``, ``interest_0`` ...; the caller passes the names); a point
   may lack some of them. Payload: ``user_id``, ``seq``, ``updated_at``, per-dimension state,
@@ -17,7 +19,9 @@ Qdrant normalises cosine vectors on write, so what comes back is the unit vector
 needed to continue a weighted mean exactly lives in the payload (the caller's business).
 
 ``upsert_users`` replaces whole points: vectors not passed are gone afterwards. The caller always
-passes the full set of vectors the user has (it read them with ``get_users`` first).
+passes the full set of vectors the user has (it read them with ``get_users`` first). A user point
+may have no vectors at all: a user whose events could not be embedded yet still gets a point that
+records its progress (``seq``), so replays of those events stay no-ops.
 
 Embedded Qdrant locks its folder to one process (portalocker, exclusive and non-blocking, on
 ``<path>/.lock``); opening a held folder raises ``StoreLockedError``.
@@ -44,9 +48,12 @@ POINT_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "interest-stream")
 Float32Array = npt.NDArray[np.float32]
 
 ITEM_VECTOR: Final = "content"
+"""The one named vector of an item point."""
 #: Item payload field with a non-negative popularity (prior and cold-start fallback).
 POPULARITY_FIELD: Final = "popularity"
-"""The one named vector of an item point."""
+#: Item payload fields the workers maintain, not the catalog: ``upsert_items`` keeps their
+#: stored values when it re-writes an existing item.
+LIVE_ITEM_FIELDS: Final = (POPULARITY_FIELD,)
 
 # The message qdrant-client's local mode raises (as a bare RuntimeError) when the folder is locked.
 _LOCKED_MARKER = "already accessed by another instance"
@@ -212,13 +219,12 @@ class InterestStore:
         """Write users (one request, ``wait=True``): each point is replaced whole.
 
         ``vectors`` must be every vector the user has (missing names are dropped from the point);
-        ``payload`` carries ``user_id`` (filled in if absent), ``seq``, ``updated_at`` and the
-        rest, as the caller builds it. A later entry for the same user wins.
+        an empty mapping writes a point without vectors (progress only, e.g. a user none of whose
+        events had a vector yet). ``payload`` carries ``user_id`` (filled in if absent), ``seq``,
+        ``updated_at`` and the rest, as the caller builds it. A later entry for the same user wins.
         """
         points: dict[str, qm.PointStruct] = {}
         for user_id, vectors, payload in users:
-            if not vectors:
-                raise ValueError(f"user {user_id!r}: no vectors to write")
             body = dict(payload)
             if body.setdefault("user_id", user_id) != user_id:
                 raise ValueError(f"user {user_id!r}: payload user_id is {body['user_id']!r}")
@@ -253,7 +259,18 @@ class InterestStore:
         return out
 
     def upsert_items(self, items: Sequence[ItemWrite]) -> None:
-        """Write items (one request, ``wait=True``); payload gets ``item_id``. Later entries win."""
+        """Write items (two requests: one retrieve, one upsert with ``wait=True``).
+
+        Each item's vector and payload are replaced by the ones given (payload gets
+        ``item_id``), except the live fields (``LIVE_ITEM_FIELDS``: ``popularity``): an item
+        that already has one keeps its stored value, so re-loading the catalog does not reset
+        what the workers measured; a value in ``payload`` only seeds an item that has none.
+        Later entries for the same item win.
+
+        Against a Qdrant server, a popularity value another process sets between the two
+        requests is overwritten by the one read just before (the next popularity update
+        corrects it); in embedded mode one process, one store thread, does both.
+        """
         points: dict[str, qm.PointStruct] = {}
         for item_id, vector, payload in items:
             body = dict(payload)
@@ -265,8 +282,20 @@ class InterestStore:
                 vector={ITEM_VECTOR: self._vector(vector, f"item {item_id!r}")},
                 payload=body,
             )
-        if points:
-            self.client.upsert(self.items_collection, points=list(points.values()), wait=True)
+        if not points:
+            return
+        stored = self.client.retrieve(
+            self.items_collection,
+            ids=list(points),
+            with_payload=list(LIVE_ITEM_FIELDS),
+            with_vectors=False,
+        )
+        for rec in stored:
+            point = points.get(str(rec.id))
+            live = {k: v for k, v in (rec.payload or {}).items() if k in LIVE_ITEM_FIELDS}
+            if point is not None and point.payload is not None and live:
+                point.payload.update(live)
+        self.client.upsert(self.items_collection, points=list(points.values()), wait=True)
 
     # -- helpers -------------------------------------------------------------------------------
 

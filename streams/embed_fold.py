@@ -12,6 +12,15 @@ Which vector an event gets: the item's vector from ``items`` when the event name
 there (item and event text share the model, so they are comparable); else the event's text
 embedded; else none — the event is counted under ``no_vector`` and skipped for vectors (it still
 advances ``seq``: it has been handled).
+
+A user none of whose events has a vector (and who has none stored, e.g. a new user viewing items
+not loaded yet) has no vector to write, yet its point is still written, without vectors: ``seq``,
+``events_folded`` (0), ``recent_items`` and an empty state. Progress is recorded like anyone
+else's, so the batch commits (no retry loop blocking the partition), a replay of those events is
+a no-op (they are not counted twice under ``no_vector``), and the events are not re-read later
+if their item is loaded after all — they were handled when they arrived, as for users with
+vectors. Recommenders treat a point without vectors like an unknown user (popular items);
+the user's next embeddable event starts its vectors from that empty state.
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ class FoldReport:
     texts_needed: int = 0
     item_vectors_used: int = 0
     state_resets: int = 0
+    #: Users written without any vector (progress only): nothing of theirs could be embedded.
+    users_without_vectors: int = 0
     upsert_s: float = 0.0
     #: Seconds from the oldest event of each job reaching a stream worker to its upsert.
     freshness_s: list[float] = field(default_factory=list)
@@ -124,6 +135,14 @@ class JobFolder:
             interests.update(observations)
             report.events_applied += len(observations)
             named, fragment = interests.to_stored()
+            if not named:
+                report.users_without_vectors += 1
+                log.debug(
+                    "user %s: no vector for any of its %d events (item not loaded, no text); "
+                    "progress recorded without vectors",
+                    user_id,
+                    len(events),
+                )
             previous = stored[user_id].payload if user_id in stored else {}
             payload = {
                 **fragment,

@@ -48,11 +48,13 @@ def kafka() -> Iterator[KafkaSettings]:
 
 @pytest.fixture
 def topics() -> TopicSettings:
-    """Fresh topic names per test, so tests never see each other's records."""
+    """Fresh topic names per test, so tests never see each other's records (every topic field
+    of ``TopicSettings``, the popularity topic included: embed workers consume it too)."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     return TopicSettings(
         events=f"{prefix}.events",
         dlq=f"{prefix}.events.dlq",
         updates=f"{prefix}.updates",
+        popularity=f"{prefix}.items.popularity",
         partitions=3,
     )

@@ -97,12 +97,17 @@ async def run_worker_until(
     assert done(worker), f"worker did not finish in {timeout_s} s: {worker.stats}"
 
 
-async def committed(kafka: KafkaSettings, group: str) -> dict[int, int]:
+async def committed(kafka: KafkaSettings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (the group consumes several)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
-        return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+        return {
+            tp.partition: meta.offset
+            for tp, meta in offsets.items()
+            if tp.topic == topic and meta.offset >= 0
+        }
     finally:
         await admin.close()
 
@@ -160,7 +165,7 @@ def test_jobs_become_vectors_equal_to_batch_recomputation_and_replays_change_not
         assert worker.stats.skipped["no_vector"] > 0  # item-2 events without text
 
     asyncio.run(first_pass())
-    assert sum(asyncio.run(committed(kafka, group)).values()) == len(jobs) + 1
+    assert sum(asyncio.run(committed(kafka, group, topics.updates)).values()) == len(jobs) + 1
 
     with InterestStore.from_settings(qdrant, encoder.dimension) as store:
         stored = store.get_users(users)
@@ -211,7 +216,7 @@ def test_unreachable_qdrant_retries_without_committing_or_losing_jobs(
         worker = worker_for(kafka, topics, down, group)
         await run_worker_until(worker, lambda w: w.stats.store_retries >= 3)
         assert worker.stats.jobs == 0 and worker.stats.commits == 0
-        assert await committed(kafka, group) == {}
+        assert await committed(kafka, group, topics.updates) == {}
 
         healthy = QdrantSettings(path=tmp_path / "qdrant")
         worker = worker_for(kafka, topics, healthy, group)
@@ -221,3 +226,37 @@ def test_unreachable_qdrant_retries_without_committing_or_losing_jobs(
     with InterestStore.from_settings(QdrantSettings(path=tmp_path / "qdrant"), 384) as store:
         [user] = store.get_users(["user-7"]).values()
     assert user.payload["seq"] == events[-1].n
+
+
+def test_a_user_with_nothing_embeddable_is_recorded_and_does_not_block_the_partition(
+    tmp_path: Path, kafka: KafkaSettings, topics: TopicSettings
+) -> None:
+    # "ghost" only views items that are not loaded, without text: nothing to embed. Before the
+    # fix the batch failed in the store and was retried forever, committing nothing.
+    ghost = [JobEvent(n, f"g{n}", "view", 0.5, T0 + n, f"unloaded-{n % 2}") for n in range(1, 4)]
+    normal = make_events(1, 8)  # event 8: an unloaded item without text
+    jobs = [*jobs_for("ghost", ghost, [1]), *jobs_for("normal", normal, [3])]
+    jobs += jobs_for("ghost", ghost, [2])  # a replay in the same run counts nothing twice
+    group = f"embed-{uuid.uuid4().hex[:8]}"
+    qdrant = QdrantSettings(path=tmp_path / "qdrant")
+
+    async def scenario() -> EmbedWorker:
+        await ensure_topics(kafka, topics)
+        await send(kafka, topics.updates, [(j.user_id, j.to_json()) for j in jobs])
+        worker = worker_for(kafka, topics, qdrant, group)
+        await run_worker_until(worker, lambda w: w.stats.jobs >= len(jobs), timeout_s=60)
+        return worker
+
+    worker = asyncio.run(scenario())
+    assert worker.stats.store_retries == 0
+    assert sum(asyncio.run(committed(kafka, group, topics.updates)).values()) == len(jobs)
+    no_vector = sum(1 for e in normal if e.item_id and not e.text) + len(ghost)
+    assert worker.stats.skipped["no_vector"] == no_vector
+    metric = f'interest_embed_events_skipped_total{{reason="no_vector"}} {float(no_vector)}'
+    assert metric in worker.metrics.render().decode()
+
+    with InterestStore.from_settings(qdrant) as store:
+        stored = store.get_users(["ghost", "normal"])
+    assert stored["normal"].payload["seq"] == normal[-1].n and stored["normal"].vectors
+    assert stored["ghost"].payload["seq"] == ghost[-1].n
+    assert stored["ghost"].vectors == {} and stored["ghost"].payload["events_folded"] == 0

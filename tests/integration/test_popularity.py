@@ -156,8 +156,7 @@ async def drain_embed(
 
 
 def event(eid: str, user: str, item: str, type_: str, ts: int) -> bytes:
-    # With a text: an event whose item is unknown can still be embedded (a user with nothing
-    # embeddable makes the embed worker retry forever -- an open issue of streams/embed_fold).
+    # With a text, so that users have vectors even for items the store does not know.
     body = {"event_id": eid, "user_id": user, "type": type_, "ts": ts, "item_id": item,
             "text": f"about {item}"}  # fmt: skip
     return json.dumps(body).encode()

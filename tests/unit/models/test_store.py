@@ -16,6 +16,7 @@ import pytest
 from models.settings import QdrantSettings
 from models.store import (
     POINT_NAMESPACE,
+    POPULARITY_FIELD,
     InterestStore,
     StoredUser,
     StoreLockedError,
@@ -127,6 +128,18 @@ def test_upsert_replaces_the_whole_point(store: InterestStore) -> None:
     assert user.payload["seq"] == 2
 
 
+def test_a_user_point_may_have_no_vectors_at_all(store: InterestStore) -> None:
+    # Progress of a user none of whose events had a vector yet: a point, payload only.
+    store.upsert_users([("ghost", {}, {"seq": 3, "updated_at": 5, "events_folded": 0})])
+    user = store.get_users(["ghost"])["ghost"]
+    assert user.vectors == {}
+    assert user.payload == {"seq": 3, "updated_at": 5, "events_folded": 0, "user_id": "ghost"}
+    e = np.eye(DIM, dtype=np.float32)
+    store.upsert_users([("ghost", {"short_term": e[0]}, {"seq": 4, "updated_at": 6})])
+    user = store.get_users(["ghost"])["ghost"]
+    assert set(user.vectors) == {"short_term"} and user.payload["seq"] == 4
+
+
 def test_bad_vectors_are_rejected_with_the_user_named(store: InterestStore) -> None:
     with pytest.raises(ValueError, match=r"'u'.*shape"):
         store.upsert_users([("u", {"short_term": np.ones(3)}, {})])
@@ -150,6 +163,41 @@ def test_items_round_trip(store: InterestStore) -> None:
         np.testing.assert_allclose(got[i], _unit(vecs[i]), atol=1e-6)
     rec = store.client.retrieve("items", ids=[item_point_id("i3")], with_payload=True)[0]
     assert rec.payload == {"title": "I3", "item_id": "i3"}
+
+
+def _item_payload(store: InterestStore, item_id: str) -> dict[str, Any]:
+    [rec] = store.client.retrieve("items", ids=[item_point_id(item_id)], with_payload=True)
+    return dict(rec.payload or {})
+
+
+def test_rewriting_items_keeps_their_live_popularity(store: InterestStore) -> None:
+    e = np.eye(DIM, dtype=np.float32)
+    store.upsert_items(
+        [
+            ("a", e[0], {"title": "old", "tags": ["x"]}),
+            ("b", e[1], {"title": "b"}),
+            ("c", e[2], {"title": "c", POPULARITY_FIELD: 1.5}),  # the catalog seeds a value
+        ]
+    )
+    assert POPULARITY_FIELD not in _item_payload(store, "a")
+    assert _item_payload(store, "c")[POPULARITY_FIELD] == 1.5
+    # What the embed workers do with the stream workers' counts.
+    store.client.set_payload("items", {POPULARITY_FIELD: 5.0}, points=[item_point_id("a")])
+    store.client.set_payload("items", {POPULARITY_FIELD: 7.0}, points=[item_point_id("c")])
+
+    # `items load` again: new title, tags dropped from the catalog, new vector, and a new item.
+    store.upsert_items(
+        [
+            ("a", e[3], {"title": "new"}),
+            ("c", e[2], {"title": "c", POPULARITY_FIELD: 1.5}),
+            ("d", e[4], {"title": "d"}),
+        ]
+    )
+    assert _item_payload(store, "a") == {"title": "new", "item_id": "a", POPULARITY_FIELD: 5.0}
+    np.testing.assert_allclose(store.get_item_vectors(["a"])["a"], e[3])
+    assert _item_payload(store, "c")[POPULARITY_FIELD] == 7.0  # the measured value wins
+    assert _item_payload(store, "d") == {"title": "d", "item_id": "d"}  # new: none, as before
+    assert _item_payload(store, "b") == {"title": "b", "item_id": "b"}  # not re-loaded: as is
 
 
 def test_data_survives_reopen(settings: QdrantSettings) -> None:

@@ -1,0 +1,113 @@
+"""JobFolder against embedded Qdrant and the bundled model: events without a vector."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.catalog import CatalogItem, load_items
+from models.encoder import Encoder
+from models.profile import InterestSpec
+from models.recommend import Recommender
+from models.settings import QdrantSettings
+from models.store import InterestStore
+from streams.embed_fold import JobFolder
+from streams.jobs import JobEvent, UpdateJob
+
+pytestmark = pytest.mark.slow
+
+T0 = 1_750_000_000_000
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder(device="cpu", batch_size=8, cache_size=100).load()
+
+
+@pytest.fixture
+def store(tmp_path: Path, encoder: Encoder) -> Iterator[InterestStore]:
+    with InterestStore.from_settings(QdrantSettings(path=tmp_path / "q"), encoder.dimension) as s:
+        s.ensure_collections(encoder.dimension, InterestSpec().vector_names())
+        load_items([CatalogItem("known", "deep learning with neural networks")], encoder, s)
+        yield s
+
+
+@pytest.fixture
+def folder(store: InterestStore, encoder: Encoder) -> JobFolder:
+    return JobFolder(store, encoder, InterestSpec())
+
+
+def ev(n: int, item: str | None = None, text: str | None = None, type_: str = "click") -> JobEvent:
+    return JobEvent(n, f"e{n}", type_, 1.0, T0 + n * 1000, item, text)
+
+
+def job(user: str, *events: JobEvent) -> UpdateJob:
+    return UpdateJob(user, events, first_seen_ms=T0, emitted_ms=T0)
+
+
+def test_a_user_without_any_vector_does_not_block_the_batch_and_is_counted(
+    folder: JobFolder, store: InterestStore
+) -> None:
+    # "ghost" only touches an item that is not loaded, without text: nothing to embed.
+    ghost = job("ghost", ev(1, "unloaded"), ev(2, "unloaded", type_="view"), ev(3, "other"))
+    normal = job("normal", ev(1, "known"), ev(2, text="gardening tips"), ev(3, "unloaded"))
+
+    report = folder.apply([ghost, normal])
+
+    assert report.skipped["no_vector"] == 4  # 3 of ghost's, 1 of normal's
+    assert report.events_applied == 2
+    assert report.users == 2 and report.users_without_vectors == 1
+    stored = store.get_users(["ghost", "normal"])
+    assert set(stored["normal"].vectors) >= {"short_term"}
+    assert stored["normal"].payload["seq"] == 3
+    assert stored["normal"].payload["events_folded"] == 2
+    # The ghost's progress is recorded, without vectors.
+    assert stored["ghost"].vectors == {}
+    assert stored["ghost"].payload["seq"] == 3
+    assert stored["ghost"].payload["events_folded"] == 0
+    assert stored["ghost"].payload["recent_items"] == ["unloaded", "other"]
+    assert stored["ghost"].payload["profile"] == []
+    # Recommenders treat it like a user with nothing folded yet: the popularity fallback.
+    assert Recommender(store).recommend("ghost").strategy.startswith("fallback")
+
+    # A replay (uncommitted batch, re-cut jobs) is a no-op and counts nothing twice.
+    again = folder.apply([ghost, normal, job("ghost", ev(2, "unloaded"), ev(3, "other"))])
+    assert again.events_replayed == 8 and not again.skipped and again.users == 0
+    replayed = store.get_users(["ghost", "normal"])
+    for user, point in stored.items():
+        assert replayed[user].payload == point.payload
+        assert set(replayed[user].vectors) == set(point.vectors)
+        for name, vector in point.vectors.items():
+            np.testing.assert_array_equal(replayed[user].vectors[name], vector)
+
+
+def test_a_user_recorded_without_vectors_gets_them_from_its_next_embeddable_event(
+    folder: JobFolder, store: InterestStore, encoder: Encoder
+) -> None:
+    folder.apply([job("ghost", ev(1, "unloaded"), ev(2, "unloaded"))])
+    # Loading the item afterwards does not re-open events already handled (seq 2) ...
+    load_items([CatalogItem("unloaded", "sourdough bread baking")], encoder, store)
+    report = folder.apply([job("ghost", ev(1, "unloaded"), ev(2, "unloaded"), ev(3, "known"))])
+    assert report.events_replayed == 2 and report.events_applied == 1 and not report.skipped
+    [user] = store.get_users(["ghost"]).values()
+    assert user.payload["seq"] == 3 and user.payload["events_folded"] == 1
+    # ... so the vector is exactly the one event that had a vector: the known item's.
+    known = store.get_item_vectors(["known"])["known"]
+    np.testing.assert_allclose(user.vectors["short_term"], known, atol=1e-6)
+
+
+def test_a_user_with_vectors_keeps_them_when_a_batch_has_none(
+    folder: JobFolder, store: InterestStore
+) -> None:
+    folder.apply([job("u", ev(1, "known"))])
+    before = store.get_users(["u"])["u"]
+    report = folder.apply([job("u", ev(2, "unloaded"), ev(3, "unloaded"))])
+    assert report.skipped["no_vector"] == 2 and report.users_without_vectors == 0
+    after = store.get_users(["u"])["u"]
+    assert after.payload["seq"] == 3 and after.payload["events_folded"] == 1
+    assert set(after.vectors) == set(before.vectors)
+    for name, vector in before.vectors.items():
+        np.testing.assert_array_equal(after.vectors[name], vector)
