@@ -71,7 +71,10 @@ def load_items(
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Embed and upsert ``items`` in batches (one model call, one retrieve and one upsert each); return count."""
+    """Embed and upsert ``items`` in batches; return the count.
+
+    Each batch is one model call, one retrieve (the live fields to keep) and one upsert.
+    """
     total = 0
     batch: list[CatalogItem] = []
 

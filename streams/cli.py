@@ -39,7 +39,7 @@ LAZY_USER_ERRORS = (
     ("models.catalog", "InvalidItem"),
     ("streams.events", "InvalidEvent"),
     ("streams.api", "ApiUnavailable"),
-    ("streams.stream_app", "PartitionMismatch"),
+    ("streams.topics", "PartitionMismatch"),
 )
 
 

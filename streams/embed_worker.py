@@ -55,7 +55,7 @@ from streams.lag import LagCollector
 from streams.metrics import EmbedMetrics
 from streams.popularity import InvalidRecord, PopularityUpdate
 from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
-from streams.topics import ensure_topics, unreachable
+from streams.topics import ensure_popularity_topic, ensure_topics, unreachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,8 +154,6 @@ class EmbedWorker:
         await ensure_topics(self.kafka, self.topics, (self.topics.updates, self.topics.dlq))
         subscribed = [self.topics.updates]
         if self.settings.apply_popularity:
-            from streams.stream_app import ensure_popularity_topic
-
             await ensure_popularity_topic(self.kafka, self.topics)
             subscribed.append(self.topics.popularity)
         loop = asyncio.get_running_loop()

@@ -60,7 +60,6 @@ with one event per job costs one job and about 1.3 changelog writes per event on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -84,95 +83,9 @@ from streams.stream_processor import (
 )
 from streams.stream_processor import StreamStats as StreamStats  # re-exported
 from streams.stream_settings import StreamSettings
+from streams.topics import ensure_copartitioned, ensure_popularity_topic, ensure_topics
 
 log = logging.getLogger(__name__)
-
-
-async def _ensure_topics(
-    kafka: KafkaSettings,
-    topics: TopicSettings,
-    internal: Sequence[str],
-    changelogs: Sequence[str],
-    popularity: bool = False,
-) -> int:
-    """Create missing topics; return the events topic's partition count (the tables').
-
-    The internal topics (the repartition topics) and the changelogs must have exactly as many
-    partitions as the events topic: a user's state lives in partition ``murmur2(user_id) % N``
-    of the events, repartition and user-state changelog topics, an item's in the same partition
-    of the item repartition and item changelog topics, and faust assigns them together.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
-
-    from streams.topics import ensure_topics, unreachable
-
-    await ensure_topics(kafka, topics)
-    if popularity:
-        await ensure_popularity_topic(kafka, topics)
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        raise unreachable(kafka, exc) from exc
-    try:
-        existing = set(await admin.list_topics())
-
-        async def count(name: str) -> int:
-            (meta,) = await admin.describe_topics([name])
-            return len(meta["partitions"])
-
-        partitions = await count(topics.events)
-        missing = [name for name in internal if name not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(name, partitions, topics.replication_factor) for name in missing]
-                )
-        for name in (*internal, *changelogs):
-            if name in existing and (n := await count(name)) != partitions:
-                raise PartitionMismatch(
-                    f"topic {name} has {n} partitions but {topics.events} has {partitions}; "
-                    "per-user stream state is partitioned like the events topic"
-                )
-        return partitions
-    finally:
-        await admin.close()
-
-
-async def ensure_popularity_topic(kafka: KafkaSettings, topics: TopicSettings) -> None:
-    """Create the popularity topic (compacted: the latest value per item) if it is missing.
-
-    The stream workers write it and the embed workers read it; either may start first.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
-
-    from streams.topics import unreachable
-
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    try:
-        await admin.start()
-    except KafkaConnectionError as exc:
-        raise unreachable(kafka, exc) from exc
-    try:
-        if topics.popularity in set(await admin.list_topics()):
-            return
-        topic = NewTopic(
-            topics.popularity,
-            topics.partitions,
-            topics.replication_factor,
-            topic_configs={"cleanup.policy": "compact"},
-        )
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([topic])
-        log.info("created topic %s (compacted)", topics.popularity)
-    finally:
-        await admin.close()
-
-
-class PartitionMismatch(RuntimeError):
-    """The events topic was re-partitioned after stream state was built (one line for the CLI)."""
 
 
 #: Most items one popularity tick looks at (after a restart every item is looked at once, to
@@ -658,7 +571,14 @@ def run_stream_worker(
     if popularity:
         internal.append(settings.item_topic())
         changelogs.append(f"{settings.app_id}-item-popularity-changelog")
-    partitions = asyncio.run(_ensure_topics(kafka, topics, internal, changelogs, popularity))
+
+    async def ensure() -> int:
+        await ensure_topics(kafka, topics)
+        if popularity:
+            await ensure_popularity_topic(kafka, topics)
+        return await ensure_copartitioned(kafka, topics, internal, changelogs)
+
+    partitions = asyncio.run(ensure())
     worker = StreamWorker(
         settings,
         kafka=kafka,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -24,30 +26,99 @@ def unreachable(kafka: KafkaSettings, exc: BaseException) -> KafkaUnavailable:
     )
 
 
+#: Topic configs of the compacted topics that hold the latest value per key.
+COMPACTED: Final[Mapping[str, str]] = {"cleanup.policy": "compact"}
+
+
+class PartitionMismatch(RuntimeError):
+    """The events topic was re-partitioned after stream state was built (one line for the CLI)."""
+
+
 async def ensure_topics(
-    kafka: KafkaSettings, topics: TopicSettings, names: tuple[str, ...] | None = None
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    names: tuple[str, ...] | None = None,
+    *,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    partitions: int | None = None,
 ) -> list[str]:
-    """Create ``names`` (default: all service topics) where missing; return those created."""
+    """Create ``names`` (default: events, DLQ, updates) where missing; return those created.
+
+    ``configs`` gives topic configs by name (e.g. :data:`COMPACTED`); ``partitions`` overrides
+    ``INTEREST_TOPICS_PARTITIONS``. An existing topic is left as it is.
+    """
     wanted = names or topics.all()
+    async with _admin(kafka) as admin:
+        existing = set(await admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if not missing:
+            return []
+        count = partitions or topics.partitions
+        new = [
+            NewTopic(
+                n,
+                num_partitions=count,
+                replication_factor=topics.replication_factor,
+                topic_configs=dict((configs or {}).get(n, {})),
+            )
+            for n in missing
+        ]
+        with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
+            await admin.create_topics(new)
+        log.info("created topics %s with %d partitions", missing, count)
+        return missing
+
+
+async def ensure_popularity_topic(kafka: KafkaSettings, topics: TopicSettings) -> None:
+    """Create the item popularity topic (compacted: the latest value per item) if it is missing.
+
+    The stream workers write it and the embed workers read it; either may start first.
+    """
+    await ensure_topics(kafka, topics, (topics.popularity,), configs={topics.popularity: COMPACTED})
+
+
+async def ensure_copartitioned(
+    kafka: KafkaSettings, topics: TopicSettings, internal: Sequence[str], changelogs: Sequence[str]
+) -> int:
+    """Create missing ``internal`` topics like the events topic; return its partition count.
+
+    The stream worker's internal topics (repartition topics) and its tables' changelogs must have
+    exactly as many partitions as the events topic: a user's state lives in partition
+    ``murmur2(user_id) % N`` of the events, repartition and changelog topics, and faust assigns
+    them together. Raises :class:`PartitionMismatch` if an existing one differs.
+    """
+    async with _admin(kafka) as admin:
+        partitions = await _partition_count(admin, topics.events)
+        existing = set(await admin.list_topics())
+        missing = [name for name in internal if name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(name, partitions, topics.replication_factor) for name in missing]
+                )
+            log.info("created topics %s with %d partitions", missing, partitions)
+        for name in (*internal, *changelogs):
+            if name in existing and (n := await _partition_count(admin, name)) != partitions:
+                raise PartitionMismatch(
+                    f"topic {name} has {n} partitions but {topics.events} has {partitions}; "
+                    "per-user stream state is partitioned like the events topic"
+                )
+    return partitions
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, name: str) -> int:
+    (meta,) = await admin.describe_topics([name])
+    return len(meta["partitions"])
+
+
+@contextlib.asynccontextmanager
+async def _admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     try:
         await admin.start()
     except KafkaConnectionError as exc:
         raise unreachable(kafka, exc) from exc
     try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in wanted if n not in existing]
-        if not missing:
-            return []
-        new = [
-            NewTopic(
-                n, num_partitions=topics.partitions, replication_factor=topics.replication_factor
-            )
-            for n in missing
-        ]
-        with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-            await admin.create_topics(new)
-        log.info("created topics %s with %d partitions", missing, topics.partitions)
-        return missing
+        yield admin
     finally:
         await admin.close()
