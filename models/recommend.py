@@ -9,20 +9,25 @@ The user point (``users``) is read first; its named vectors become *sources*:
 - the interest clusters ``interest_<k>``, which share ``interests`` (default 1.0) in proportion to
   the cluster weights the embed worker stored in ``payload.state.interests[*].weight``.
 
-Raw weights are normalised to sum to 1, so a score is a weighted mean of cosines. Then one
-``query_points`` on ``items`` runs a prefetch per source (nearest items to that vector, ``C``
-candidates each), one more for the ``negative`` vector, and rescores their union server-side
-with a :class:`~qdrant_client.models.FormulaQuery` ("score boosting", Qdrant ≥ 1.14)::
+Raw weights are normalised to sum to 1, so a score is a weighted mean of cosines. Each source's
+query is its decayed mean centred on the catalog (:func:`centered_queries`: the stored direction
+× ``norm/mass``, minus ``centering`` × the mean item vector, :func:`catalog_centroid`), because
+sentence embeddings share a large common component that otherwise dominates every cosine. Then
+one ``query_points`` on ``items``: a prefetch per source gathers candidates (``C`` nearest each),
+a nested prefetch rescores their union by cosine with ``Q = Σ w_i q_i``, one more prefetch
+retrieves items near the ``negative`` vector, and a :class:`~qdrant_client.models.FormulaQuery`
+("score boosting", Qdrant ≥ 1.14) rescores server-side::
 
-    score = Σ_i w_i·$score[i]  −  w_neg·max($score[neg], 0)  +  w_pop·ln(1 + popularity)
+    score = |Q|·$score[Q]  −  w_neg·max($score[neg], 0)  +  w_pop·ln(1 + popularity)
 
-``$score[i]`` is the item's cosine with source ``i`` when source ``i`` retrieved it (its top ``C``,
-``C = max(100, 5·limit)``) and 0 otherwise (core's default). That is deliberate multi-interest
-retrieval: every candidate is strongly relevant to at least one dimension or cluster and gains
-from every other one that also retrieved it. Scoring the whole catalog by the weighted sum would
-be the same as querying with one averaged vector, which favours bland items halfway between a
-user's distinct interests. (With unrelated random sources the two rankings differ a lot: on 1000
-random 8-d items their top 10s shared 1 to 8 items.)
+``|Q|·cos(item, Q) = Σ_i w_i·cos(item, q_i)``: every candidate gets the full weighted sum, while
+candidates still come only from items strongly relevant to at least one dimension or cluster
+(``C = max(100, 5·limit)`` per source). That is deliberate multi-interest retrieval: ranking the
+whole catalog by the weighted sum would favour bland items halfway between a user's distinct
+interests. With a single source there is no nesting (``$score[0]`` is its cosine, weight 1).
+The weights, ``w_neg``, ``w_pop``, the popularity field and the centering come from
+:class:`~models.settings.RecommendSettings` (``INTEREST_RECOMMEND_*``) unless a call overrides
+them; the defaults were chosen on the MovieLens validation split (bench/README.md).
 
 The negative term only punishes items close to what the user disliked (``max(…, 0)``): it is
 evidence, not an anti-query. The prior applies only where the popularity field holds one number
@@ -64,8 +69,11 @@ from __future__ import annotations
 
 import json
 import math
+import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any, Final, Literal, NamedTuple
 
 import numpy as np
@@ -75,6 +83,11 @@ from qdrant_client.http import models as qm
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from models.clusters import VECTOR_PREFIX
+from models.settings import DEFAULT_CENTERING as DEFAULT_CENTERING  # re-exported
+from models.settings import DEFAULT_CENTROID_SAMPLE, RecommendSettings
+from models.settings import DEFAULT_NEGATIVE_WEIGHT as DEFAULT_NEGATIVE_WEIGHT
+from models.settings import DEFAULT_POPULARITY_FIELD as DEFAULT_POPULARITY_FIELD
+from models.settings import DEFAULT_POPULARITY_WEIGHT as DEFAULT_POPULARITY_WEIGHT
 from models.store import ITEM_VECTOR, InterestStore, item_point_id, user_point_id
 
 NEGATIVE: Final = "negative"
@@ -88,10 +101,6 @@ DEFAULT_DIMENSION_WEIGHTS: Final[Mapping[str, float]] = {
     INTERESTS: 1.0,  # shared by the clusters in proportion to their stored weights
 }
 UNKNOWN_DIMENSION_WEIGHT: Final = 1.0
-DEFAULT_NEGATIVE_WEIGHT: Final = 0.5
-DEFAULT_POPULARITY_WEIGHT: Final = 0.01
-"""ln(1+100)·0.01 ≈ 0.05: enough to break near-ties in cosine, not to override taste."""
-DEFAULT_POPULARITY_FIELD: Final = "popularity"
 MIN_CANDIDATES: Final = 100
 MAX_LIMIT: Final = 1000
 
@@ -285,6 +294,76 @@ def plan_sources(
     return sources, missing
 
 
+def mean_lengths(payload: Mapping[str, Any]) -> dict[str, float]:
+    """``{vector name: |mean|}`` from the stored state: ``norm / mass`` of each dimension and
+    interest slot, in (0, 1] — 1 when every event pointed the same way, small for a diffuse one.
+    Malformed or missing entries are left out (callers take 1.0)."""
+    state = payload.get("state")
+    if not isinstance(state, Mapping):
+        return {}
+    out: dict[str, float] = {}
+
+    def ratio(entry: Any) -> float | None:
+        if not isinstance(entry, Mapping):
+            return None
+        mass, norm = entry.get("mass"), entry.get("norm")
+        if isinstance(mass, bool) or not isinstance(mass, int | float):
+            return None
+        if isinstance(norm, bool) or not isinstance(norm, int | float):
+            return None
+        if not (math.isfinite(mass) and math.isfinite(norm)) or mass <= 0 or norm <= 0:
+            return None
+        return min(1.0, float(norm) / float(mass))
+
+    dims = state.get("dimensions")
+    if isinstance(dims, Mapping):
+        for name, entry in dims.items():
+            r = ratio(entry)
+            if r is not None:
+                out[str(name)] = r
+    slots = state.get("interests")
+    if isinstance(slots, list):
+        for entry in slots:
+            index = entry.get("slot") if isinstance(entry, Mapping) else None
+            r = ratio(entry)
+            if isinstance(index, int) and not isinstance(index, bool) and r is not None:
+                out[f"{VECTOR_PREFIX}{index}"] = r
+    return out
+
+
+def centered_queries(
+    vectors: Mapping[str, FloatArray],
+    payload: Mapping[str, Any],
+    centroid: FloatArray | None,
+    strength: float,
+) -> dict[str, FloatArray]:
+    """The query vector per user vector: the user's mean minus ``strength`` × the catalog's mean
+    item vector, as a unit vector (the stored direction itself when centering is off).
+
+    Sentence embeddings are anisotropic: every text shares a large common component (for
+    all-MiniLM-L6-v2 the MovieLens titles' mean vector has length 0.54), so raw cosines mostly say
+    "this is a movie title" and rank bland, central items first. Subtracting the centroid leaves
+    the part of the user's interest that sets it apart from the catalog. The stored vector is the
+    *direction* of the decayed mean; its length ``norm / mass`` (payload) restores the mean itself,
+    so a diffuse interest is centred as much as a sharp one. Qdrant's cosine normalises the query,
+    so items are ranked by ``item · (mean − strength·centroid)``.
+    """
+    if centroid is None or strength <= 0:
+        return {name: np.asarray(v, dtype=np.float64) for name, v in vectors.items()}
+    lengths = mean_lengths(payload)
+    out: dict[str, FloatArray] = {}
+    for name, vec in vectors.items():
+        unit = np.asarray(vec, dtype=np.float64)
+        norm = float(np.linalg.norm(unit))
+        if norm <= 1e-12:
+            out[name] = unit
+            continue
+        query = (unit / norm) * lengths.get(name, 1.0) - strength * centroid
+        qnorm = float(np.linalg.norm(query))
+        out[name] = query / qnorm if qnorm > 1e-6 else unit / norm
+    return out
+
+
 def build_filter(
     filters: Mapping[str, FilterValue] | None, exclude_point_ids: Sequence[str] = ()
 ) -> qm.Filter | None:
@@ -422,19 +501,41 @@ def build_request(
     popularity_weight: float,
     diversity: float | None,
 ) -> dict[str, Any]:
-    """Keyword arguments for the one ``client.query_points`` on the items collection."""
+    """Keyword arguments for the one ``client.query_points`` on the items collection.
+
+    With several sources, their prefetches only gather candidates (each source's top ``C``);
+    a nested prefetch rescores the union by cosine with ``Q = Σ w_i q_i`` (unit ``q_i``), and the
+    formula multiplies that by ``|Q|``, so every candidate's positive score is the full weighted
+    sum ``Σ w_i cos(item, q_i)``, not only the terms of the sources that happened to retrieve it.
+    """
     depth = candidate_count(limit)
-    prefetch = [
+    retrieve = [
         qm.Prefetch(query=vectors[s.vector].tolist(), using=ITEM_VECTOR, limit=depth)
         for s in sources
     ]
+    weights = [s.weight for s in sources]
+    prefetch = retrieve
+    if len(sources) > 1:
+        combined = sum(
+            (s.weight * vectors[s.vector] / np.linalg.norm(vectors[s.vector]) for s in sources),
+            np.zeros(1),
+        )
+        length = float(np.linalg.norm(combined))
+        if length > 1e-6:  # else the sources cancel out: score each by its own prefetch
+            rescored = qm.Prefetch(
+                prefetch=retrieve,
+                query=(combined / length).tolist(),
+                using=ITEM_VECTOR,
+                limit=depth * len(sources),  # keeps the whole union
+            )
+            prefetch, weights = [rescored], [length]
     use_negative = negative_weight > 0 and NEGATIVE in vectors
     if use_negative:
         prefetch.append(
             qm.Prefetch(query=vectors[NEGATIVE].tolist(), using=ITEM_VECTOR, limit=depth)
         )
     formula = build_formula(
-        [s.weight for s in sources],
+        weights,
         negative_weight if use_negative else 0.0,
         popularity_field,
         popularity_weight,
@@ -495,6 +596,63 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class _Default(Enum):
+    TOKEN = 0
+
+
+FROM_SETTINGS: Final = _Default.TOKEN
+"""Default of the per-call tuning arguments: take the value from :class:`RecommendSettings`."""
+
+# Catalog centroids per client and items collection: (monotonic time read, centroid or None).
+_CENTROIDS: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], tuple[float, FloatArray | None]]]
+_CENTROIDS = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What :meth:`Recommender.recommend` will do for one user: the ``query_points`` arguments
+    (``request``), or ``None`` when it falls back to popular items."""
+
+    request: dict[str, Any] | None
+    sources: tuple[Source, ...]
+    queries: dict[str, FloatArray]  # the query vector per user vector (centred when on)
+    query_filter: qm.Filter | None
+    explanation: Explanation  # without results yet
+    popularity_field: str | None  # as requested (the fallback orders by it)
+    has_positive: bool
+
+
+def catalog_centroid(
+    client: QdrantClient, items_collection: str, sample: int = DEFAULT_CENTROID_SAMPLE
+) -> FloatArray | None:
+    """Mean unit item vector of the first ``sample`` items in point-id order (item ids are
+    uuid5 hashes, so that is a pseudo-random sample); ``None`` without items or collection.
+    One ``scroll``; the rows are averaged in id order, so the result does not depend on the
+    order the server returns them in."""
+    try:
+        records, _ = client.scroll(
+            items_collection, limit=sample, with_payload=False, with_vectors=[ITEM_VECTOR]
+        )
+    except UnexpectedResponse as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+    except ValueError as exc:  # local mode: "Collection items not found"
+        if "not found" in str(exc):
+            return None
+        raise
+    rows = []
+    for record in sorted(records, key=lambda r: str(r.id)):
+        vec = _vectors(record.vector).get(ITEM_VECTOR)
+        norm = 0.0 if vec is None else float(np.linalg.norm(vec))
+        if vec is not None and norm > 0 and math.isfinite(norm):
+            rows.append(vec / norm)
+    if not rows:
+        return None
+    centroid: FloatArray = np.mean(np.stack(rows), axis=0)
+    return centroid
+
+
 class Recommender:
     """Recommends items for users from their interest vectors (see the module doc)."""
 
@@ -505,10 +663,13 @@ class Recommender:
         users_collection: str = "users",
         items_collection: str = "items",
         weights: Mapping[str, float] | None = None,
+        settings: RecommendSettings | None = None,
     ) -> None:
         """From a store (its client and collection names) or a client and collection names.
 
-        ``weights`` replace :data:`DEFAULT_DIMENSION_WEIGHTS` per name for every call.
+        ``settings`` (default: read from the environment / config file) give the fusion
+        weights, the popularity prior and centering; ``weights`` override its
+        ``dimension_weights`` per name for every call.
         """
         if isinstance(source, InterestStore):
             self.client = source.client
@@ -518,13 +679,31 @@ class Recommender:
             self.client = source
             self.users_collection = users_collection
             self.items_collection = items_collection
+        self.settings = settings if settings is not None else RecommendSettings()
         self.weights = {
-            k: _finite_weight(v, f"weight of {k!r}") for k, v in (weights or {}).items()
+            k: _finite_weight(v, f"weight of {k!r}")
+            for k, v in {**self.settings.dimension_weights, **(weights or {})}.items()
         }
 
-    def recommend(
+    def centroid(self) -> FloatArray | None:
+        """The catalog centroid used for centering (cached for ``centroid_ttl_s`` per client and
+        items collection, across Recommender instances); ``None`` when centering is off."""
+        if self.settings.centering <= 0:
+            return None
+        per_client = _CENTROIDS.setdefault(self.client, {})
+        key = (self.items_collection, self.settings.centroid_sample)
+        now = time.monotonic()
+        cached = per_client.get(key)
+        if cached is not None and now - cached[0] < self.settings.centroid_ttl_s:
+            return cached[1]
+        value = catalog_centroid(self.client, self.items_collection, self.settings.centroid_sample)
+        per_client[key] = (now, value)
+        return value
+
+    def plan(
         self,
-        user_id: str,
+        vectors: Mapping[str, FloatArray],
+        payload: Mapping[str, Any],
         *,
         dimensions: Sequence[str] | None = None,
         limit: int = 10,
@@ -533,23 +712,32 @@ class Recommender:
         exclude_items: Sequence[str] = (),
         diversity: float | None = None,
         weights: Mapping[str, float] | None = None,
-        popularity_field: str | None = DEFAULT_POPULARITY_FIELD,
-        popularity_weight: float = DEFAULT_POPULARITY_WEIGHT,
-        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
-    ) -> Recommendation:
-        """Top ``limit`` items for ``user_id``: personal when the user has vectors, else the
-        documented fallback. Raises ``ValueError`` only for invalid arguments."""
+        popularity_field: str | _Default | None = FROM_SETTINGS,
+        popularity_weight: float | _Default = FROM_SETTINGS,
+        negative_weight: float | _Default = FROM_SETTINGS,
+    ) -> Plan:
+        """The request :meth:`recommend` sends for a user with these stored ``vectors`` and
+        ``payload`` (pure but for the cached centroid). Raises ``ValueError`` for invalid
+        arguments."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be an integer in [1, {MAX_LIMIT}], got {limit!r}")
         if diversity is not None and not (
             isinstance(diversity, int | float) and 0.0 <= diversity <= 1.0
         ):
             raise ValueError(f"diversity must be in [0, 1], got {diversity!r}")
-        negative_weight = _finite_weight(negative_weight, "negative_weight")
-        popularity_weight = _finite_weight(popularity_weight, "popularity_weight")
+        cfg = self.settings
+        if isinstance(popularity_field, _Default):
+            popularity_field = cfg.popularity_field
+        negative_weight = _finite_weight(
+            cfg.negative_weight if isinstance(negative_weight, _Default) else negative_weight,
+            "negative_weight",
+        )
+        popularity_weight = _finite_weight(
+            cfg.popularity_weight if isinstance(popularity_weight, _Default) else popularity_weight,
+            "popularity_weight",
+        )
         merged = {**self.weights, **(weights or {})}
 
-        vectors, payload = self._load_user(user_id)
         sources, missing = plan_sources(
             vectors, payload, dimensions=dimensions, weights=merged
         )  # validates dimensions/weights even for unknown users
@@ -563,16 +751,16 @@ class Recommender:
             missing=tuple(missing),
             diversity=None if diversity is None else float(diversity),
         )
+        has_positive = any(name != NEGATIVE for name in vectors)
         if not sources:
-            has_positive = any(name != NEGATIVE for name in vectors)
-            return self._fallback(
-                user_id, limit, query_filter, popularity_field, explanation, has_positive
-            )
+            return Plan(None, (), {}, query_filter, explanation, popularity_field, has_positive)
 
+        centroid = self.centroid()
+        queries = centered_queries(vectors, payload, centroid, cfg.centering)
         use_pop = bool(popularity_field) and popularity_weight > 0
         request = build_request(
             sources,
-            vectors,
+            queries,
             limit=limit,
             query_filter=query_filter,
             negative_weight=negative_weight,
@@ -580,28 +768,64 @@ class Recommender:
             popularity_weight=popularity_weight if use_pop else 0.0,
             diversity=diversity,
         )
-        points = self.client.query_points(self.items_collection, **request).points
-        items, item_sources = [], {}
-        for point in points:
-            body = dict(point.payload or {})
-            item_id = str(body.get("item_id", point.id))
-            items.append(RecommendedItem(item_id, float(point.score), body))
-            top = attribute(_vectors(point.vector).get(ITEM_VECTOR), sources, vectors)
-            if top is not None:
-                item_sources[item_id] = top
-        applied_negative = negative_weight if NEGATIVE in vectors else 0.0
         note = "weighted fusion of the user's dimensions and interest clusters"
+        if centroid is not None:
+            note += f" (queries centred on the catalog mean × {cfg.centering:g})"
         if diversity is not None:
             note += f"; MMR diversity {diversity:g} (scores are cosines to the fused query)"
         explanation = replace(
             explanation,
             sources=tuple(sources),
-            negative_weight=applied_negative,
+            negative_weight=negative_weight if NEGATIVE in vectors else 0.0,
             popularity_field=popularity_field if use_pop else None,
             popularity_weight=popularity_weight if use_pop else 0.0,
-            item_sources=item_sources,
             note=note,
         )
+        return Plan(
+            request, tuple(sources), queries, query_filter, explanation, popularity_field,
+            has_positive,
+        )  # fmt: skip
+
+    def recommend(
+        self,
+        user_id: str,
+        *,
+        dimensions: Sequence[str] | None = None,
+        limit: int = 10,
+        filters: Mapping[str, FilterValue] | None = None,
+        exclude_recent: bool = True,
+        exclude_items: Sequence[str] = (),
+        diversity: float | None = None,
+        weights: Mapping[str, float] | None = None,
+        popularity_field: str | _Default | None = FROM_SETTINGS,
+        popularity_weight: float | _Default = FROM_SETTINGS,
+        negative_weight: float | _Default = FROM_SETTINGS,
+    ) -> Recommendation:
+        """Top ``limit`` items for ``user_id``: personal when the user has vectors, else the
+        documented fallback. Raises ``ValueError`` only for invalid arguments. The tuning
+        arguments default to this recommender's :class:`RecommendSettings`."""
+        vectors, payload = self._load_user(user_id)
+        plan = self.plan(
+            vectors, payload, dimensions=dimensions, limit=limit, filters=filters,
+            exclude_recent=exclude_recent, exclude_items=exclude_items, diversity=diversity,
+            weights=weights, popularity_field=popularity_field,
+            popularity_weight=popularity_weight, negative_weight=negative_weight,
+        )  # fmt: skip
+        if plan.request is None:
+            return self._fallback(
+                user_id, limit, plan.query_filter, plan.popularity_field, plan.explanation,
+                plan.has_positive,
+            )  # fmt: skip
+        points = self.client.query_points(self.items_collection, **plan.request).points
+        items, item_sources = [], {}
+        for point in points:
+            body = dict(point.payload or {})
+            item_id = str(body.get("item_id", point.id))
+            items.append(RecommendedItem(item_id, float(point.score), body))
+            top = attribute(_vectors(point.vector).get(ITEM_VECTOR), plan.sources, plan.queries)
+            if top is not None:
+                item_sources[item_id] = top
+        explanation = replace(plan.explanation, item_sources=item_sources)
         return Recommendation(user_id, "personal", tuple(items), explanation)
 
     def _load_user(self, user_id: str) -> tuple[dict[str, FloatArray], dict[str, Any]]:

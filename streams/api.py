@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import urllib.error
@@ -35,8 +36,8 @@ from aiohttp import web
 
 from models.catalog import InvalidItem, load_items, read_items
 from models.encoder import Encoder
-from models.profile import InterestSpec
 from models.recommend import Recommender, parse_filter_args
+from models.settings import ProfileSettings
 from models.store import InterestStore
 from models.user_view import describe_user
 from streams.settings import ApiSettings
@@ -179,12 +180,20 @@ def recommend_options(query: Any) -> dict[str, Any]:
 
 
 def check_dimensions(names: Sequence[str]) -> list[str]:
-    """Dimension names a recommendation may use; ValueError naming the known ones otherwise."""
-    known = (*InterestSpec().vector_names(), "interests")
+    """Dimension names a recommendation may use; ValueError naming the known ones otherwise.
+
+    The known names follow ``INTEREST_PROFILE_CLUSTER_K`` (``interest_0`` .. ``interest_{K-1}``).
+    """
+    known = (*_vector_names(), "interests")
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown dimension {unknown[0]!r}; choose from {', '.join(known)}")
     return list(names)
+
+
+@functools.cache
+def _vector_names() -> tuple[str, ...]:
+    return tuple(ProfileSettings().spec().vector_names())
 
 
 def _error(status: int, message: str) -> web.Response:

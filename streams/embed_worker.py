@@ -39,7 +39,7 @@ from qdrant_client.http import models as qm
 
 from models.encoder import Encoder, ModelLoadError
 from models.profile import InterestSpec
-from models.settings import ModelSettings, QdrantSettings
+from models.settings import ModelSettings, ProfileSettings, QdrantSettings
 from models.store import (
     POPULARITY_FIELD,
     InterestStore,
@@ -108,7 +108,8 @@ class EmbedWorker:
         self.settings = settings
         self.model_settings = model
         self.qdrant_settings = qdrant
-        self.spec = spec or InterestSpec()
+        # The interest math: INTEREST_PROFILE_* / [profile] unless a spec is given.
+        self.spec = spec if spec is not None else ProfileSettings().spec()
         self.stats = EmbedStats()
         self.metrics = EmbedMetrics()
         self.api_settings = api

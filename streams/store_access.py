@@ -79,7 +79,7 @@ class StoreAccess:
     ) -> int:
         from models.catalog import load_items, read_items
         from models.encoder import Encoder
-        from models.profile import InterestSpec
+        from models.settings import ProfileSettings
 
         catalog = list(read_items(body.splitlines(), source))  # validate before anything else
         encoder = Encoder.from_settings(ModelSettings())
@@ -87,5 +87,5 @@ class StoreAccess:
             if store is None:
                 return self._locked_api().load_items(body)
             encoder.load()
-            store.ensure_collections(encoder.dimension, InterestSpec().vector_names())
+            store.ensure_collections(encoder.dimension, ProfileSettings().spec().vector_names())
             return load_items(catalog, encoder, store, progress=progress)

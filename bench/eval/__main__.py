@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--params", choices=["chosen", "library"], default="chosen")
     p.add_argument("--tune", action="store_true", help="tune on the validation split")
     p.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds (--tune)")
+    p.add_argument("--fields", default=None, help="comma-separated parameters to tune "
+                   "(--tune; default: all of bench.eval.tune.GRID)")  # fmt: skip
     p.add_argument("--check", type=int, default=5, help="users replayed through the real "
                    "Recommender to check the fast scorer (0: skip)")  # fmt: skip
     p.add_argument("--rankings", action="store_true", help="write every user's top lists")
@@ -101,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench.eval.tune import tune
 
         splits = ml.split_all(data, validation=True, users=users)
-        result = tune(data, splits, vectors, rounds=args.rounds, echo=echo)
+        from bench.eval.tune import GRID
+
+        names = tuple(GRID) if args.fields is None else tuple(args.fields.split(","))
+        unknown = [n for n in names if n not in GRID]
+        if unknown:
+            raise SystemExit(f"error: --fields: unknown {unknown}; choose from {', '.join(GRID)}")
+        result = tune(data, splits, vectors, rounds=args.rounds, fields=names, echo=echo)
         body = {"command": command, **result.to_dict(), "machine": machine()}
         best = result.best.params
         changed = LIBRARY.differences(best).items()
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 k: {"library": a, "used": b} for k, (a, b) in LIBRARY.differences(params).items()
             },
             "mean_vector_half_life_s": MEAN_HALF_LIFE_S,
+            "environment": params.env(),
         },
     }
     with tempfile.TemporaryDirectory(prefix="ml-eval-") as tmp:
@@ -140,16 +149,26 @@ def main(argv: list[str] | None = None) -> int:
             report = Pipeline(Path(tmp), kafka, params, echo=echo).run(data, splits, vectors)
             body["pipeline"] = report.to_dict()
             seconds["pipeline"] = time.monotonic() - t0
-            ctx = open_world(Path(tmp) / "qdrant", data, splits, int(vectors.shape[1]))
+            ctx = open_world(
+                Path(tmp) / "qdrant", data, splits, int(vectors.shape[1]),
+                settings=params.recommend_settings(),
+            )  # fmt: skip
         else:
-            ctx = fast_world(data, splits, params.spec(), vectors, Path(tmp) / "qdrant")
+            ctx = fast_world(
+                data, splits, params.spec(), vectors, Path(tmp) / "qdrant",
+                settings=params.recommend_settings(),
+            )  # fmt: skip
         with ctx as world:
             seconds["build"] = time.monotonic() - t0
             rows = evaluate(world, params, args, body, echo)
         seconds["score"] = time.monotonic() - t0 - seconds["build"]
         if not args.pipeline and params != LIBRARY:
             t1 = time.monotonic()
-            with fast_world(data, splits, LIBRARY.spec(), vectors, Path(tmp) / "library") as w:
+            lib_world = fast_world(
+                data, splits, LIBRARY.spec(), vectors, Path(tmp) / "library",
+                settings=LIBRARY.recommend_settings(),
+            )  # fmt: skip
+            with lib_world as w:
                 lib = library_row(w)
             body["methods"]["default recommend (library defaults)"] = lib
             rows.append(("default recommend (library defaults)", lib))
@@ -182,7 +201,7 @@ def evaluate(
     """Score every method, fill ``body``; returns the table rows."""
     if args.check > 0:
         sample = [s for s in world.splits if s.targets][: args.check]
-        variants = recommend_variants(params).values()
+        variants = recommend_variants().values()
         checks: dict[str, Any] = {"queries": 0, "identical": 0, "max_abs_score_diff": 0.0}
         for split in sample:
             calls = [
@@ -224,7 +243,7 @@ def evaluate(
 
 def library_row(world: World) -> dict[str, Any]:
     """The default recommend with every library default (for comparison with the chosen)."""
-    methods = {"d": all_methods(LIBRARY)["default recommend"]}
+    methods = {"d": all_methods(LIBRARY)["default recommend"]}  # world has LIBRARY's settings
     scores, _ = score_methods(world, methods)
     s = scores["d"]
     return {**s.means(), "users": s.users, "strategies": s.strategies}

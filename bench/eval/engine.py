@@ -5,10 +5,10 @@ point by point; one fused recommend over the 1682 MovieLens items takes ~0.5 s o
 943 users × several variants × two cut-offs would take most of an hour. A Qdrant server answers
 such a query in milliseconds, but the evaluation must run without one.
 
-What stays production code: the request itself. :func:`plan` follows
-:meth:`models.recommend.Recommender.recommend` step for step — the same user point, the same
-:func:`~models.recommend.plan_sources`, :func:`~models.recommend.build_filter` and
-:func:`~models.recommend.build_request` — and :func:`execute` answers that request the way
+What stays production code: the request itself. :func:`plan` hands the stored user point to
+:meth:`models.recommend.Recommender.plan` — the very code ``Recommender.recommend`` runs before
+its one ``query_points`` (sources, filter, centred queries, formula) — and
+:meth:`Engine.execute` answers that request the way
 qdrant-client's local mode does (``local_collection.py``: ``search`` → ``np.argsort`` over
 ``float32 vectors @ unit query``, the prefetches under the propagated filter, the
 ``FormulaQuery`` rescoring over the prefetches' union in union order, ``float32`` scores, a stable
@@ -32,13 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from qdrant_client.http import models as qm
 
-from models.recommend import (
-    DEFAULT_POPULARITY_FIELD,
-    Recommender,
-    build_filter,
-    build_request,
-    plan_sources,
-)
+from models.recommend import Recommender
 from models.store import ITEM_VECTOR, InterestStore, StoredUser, item_point_id
 
 FloatArray = npt.NDArray[np.float64]
@@ -100,47 +94,15 @@ class ItemIndex:
         return values, numeric
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A personal request (``request``), or ``None`` where recommend would fall back."""
-
-    request: dict[str, Any] | None
-
-
 def plan(
-    user: StoredUser | None,
-    *,
-    limit: int,
-    dimensions: Sequence[str] | None = None,
-    weights: Mapping[str, float] | None = None,
-    negative_weight: float,
-    popularity_weight: float,
-    popularity_field: str | None = DEFAULT_POPULARITY_FIELD,
-    exclude_items: Sequence[str] = (),
-    exclude_recent: bool = True,
-) -> Planned:
-    """The ``query_points`` arguments ``Recommender.recommend`` would send for this user."""
+    recommender: Recommender, user: StoredUser | None, *, limit: int, **options: Any
+) -> dict[str, Any] | None:
+    """The ``query_points`` arguments ``Recommender.recommend`` would send for this user
+    (:meth:`~models.recommend.Recommender.plan`, the very code recommend runs), or ``None``
+    where it would fall back to popular items."""
     vectors = {} if user is None else {n: v.astype(np.float64) for n, v in user.vectors.items()}
     payload = {} if user is None else user.payload
-    sources, _ = plan_sources(vectors, payload, dimensions=dimensions, weights=weights)
-    if not sources:
-        return Planned(None)
-    recent = payload.get("recent_items") if exclude_recent else None
-    recent_ids = [str(i) for i in recent] if isinstance(recent, list) else []
-    excluded = list(dict.fromkeys([*recent_ids, *exclude_items]))
-    query_filter = build_filter(None, sorted(item_point_id(i) for i in excluded))
-    use_pop = bool(popularity_field) and popularity_weight > 0
-    request = build_request(
-        sources,
-        vectors,
-        limit=limit,
-        query_filter=query_filter,
-        negative_weight=negative_weight,
-        popularity_field=popularity_field if use_pop else None,
-        popularity_weight=popularity_weight if use_pop else 0.0,
-        diversity=None,
-    )
-    return Planned(request)
+    return recommender.plan(vectors, payload, limit=limit, **options).request
 
 
 class Engine:
@@ -203,11 +165,31 @@ class Engine:
     def _search(
         self, prefetch: qm.Prefetch, allowed: npt.NDArray[np.bool_]
     ) -> tuple[npt.NDArray[np.int64], FloatArray]:
-        """Local mode's ``search``: cosine (float32 rows · unit float64 query), argsort, mask."""
-        if prefetch.prefetch or prefetch.filter or prefetch.using != ITEM_VECTOR:
-            raise Unsupported("nested, filtered or foreign-vector prefetch")
-        query = np.array(prefetch.query)
+        """One prefetch as local mode answers it: a leaf is a ``search``; a prefetch with inner
+        prefetches and a vector query rescores their union (local mode's ``_merge_sources``:
+        the same search, restricted to the union's ids)."""
+        if prefetch.filter or prefetch.using != ITEM_VECTOR:
+            raise Unsupported("filtered or foreign-vector prefetch")
+        if not isinstance(prefetch.query, list):
+            raise Unsupported(f"prefetch query {type(prefetch.query).__name__}")
         limit = int(prefetch.limit or 10)
+        if prefetch.prefetch:
+            inner = prefetch.prefetch
+            inner = inner if isinstance(inner, list) else [inner]
+            union = np.zeros_like(allowed)
+            for sub in inner:
+                rows, _ = self._search(sub, allowed)
+                union[rows] = True
+            if not union.any():
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+            return self._nearest(prefetch.query, limit, allowed & union)
+        return self._nearest(prefetch.query, limit, allowed)
+
+    def _nearest(
+        self, vector: list[float], limit: int, allowed: npt.NDArray[np.bool_]
+    ) -> tuple[npt.NDArray[np.int64], FloatArray]:
+        """Local mode's ``search``: cosine (float32 rows · unit float64 query), argsort, mask."""
+        query = np.array(vector)
         key = None
         if self._memo is not None:
             key = (query.tobytes(), limit, np.packbits(allowed).tobytes())
@@ -333,9 +315,9 @@ def recommend_ids(
     **options: Any,
 ) -> tuple[list[str], str]:
     """Item ids best first and the strategy, answering fallbacks with the real Recommender."""
-    planned = plan(user, limit=limit, **options)
-    if planned.request is not None:
-        return [i for i, _ in engine.execute(planned.request)], "personal"
+    request = plan(recommender, user, limit=limit, **options)
+    if request is not None:
+        return [i for i, _ in engine.execute(request)], "personal"
     answer = recommender.recommend(user_id, limit=limit, **options)
     return [i.item_id for i in answer.items], answer.strategy
 
@@ -351,10 +333,10 @@ def agreement(
     worst = 0.0
     for user_id, user in users.items():
         for call in calls:
-            planned = plan(user, **call)
-            if planned.request is None:
+            request = plan(recommender, user, **call)
+            if request is None:
                 continue
-            mine = engine.execute(planned.request)
+            mine = engine.execute(request)
             real = recommender.recommend(user_id, **call).items
             total += 1
             if [i for i, _ in mine] == [r.item_id for r in real]:

@@ -22,6 +22,7 @@ from bench.eval.world import fold_users, load_items, open_store, read_users
 from bench.movielens import MovieLens, UserSplit, popularity
 from models.profile import InterestSpec
 from models.recommend import Recommender
+from models.settings import RecommendSettings
 from models.store import InterestStore, open_local_client
 
 
@@ -33,10 +34,12 @@ def fast_world(
     vectors: npt.NDArray[np.float32],
     path: Path | None = None,
     *,
+    settings: RecommendSettings | None = None,
     memo: bool = False,
 ) -> Iterator[World]:
-    """A fresh embedded Qdrant (a temp dir unless ``path``) with items and folded users;
-    ``memo`` keeps prefetch results for re-scoring with other weights (tuning)."""
+    """A fresh embedded Qdrant (a temp dir unless ``path``) with items and folded users, scored
+    by a Recommender with ``settings``; ``memo`` keeps prefetch results for re-scoring with
+    other weights (tuning)."""
     with contextlib.ExitStack() as stack:
         if path is None:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ml-eval-")))
@@ -51,7 +54,8 @@ def fast_world(
             raise RuntimeError(f"events skipped while folding: {dict(report.skipped)}")
         # Reopened like the pipeline's store is after its workers stop: local mode reloads rows
         # in reverse insertion order, which decides exact ties; both modes then see the same.
-        yield stack.enter_context(open_world(path, data, splits, int(vectors.shape[1]), memo=memo))
+        dim = int(vectors.shape[1])
+        yield stack.enter_context(open_world(path, data, splits, dim, settings=settings, memo=memo))
 
 
 @contextlib.contextmanager
@@ -61,12 +65,14 @@ def open_world(
     splits: Sequence[UserSplit],
     dimension: int,
     *,
+    settings: RecommendSettings | None = None,
     memo: bool = False,
 ) -> Iterator[World]:
     """Score from a filled Qdrant folder (the pipeline's, or fast mode's after the fold)."""
     store = InterestStore(open_local_client(path), dimension=dimension)
     try:
-        yield _world(store, data, splits, list(data.movies), popularity(splits), memo=memo)
+        counts = popularity(splits)
+        yield _world(store, data, splits, list(data.movies), counts, settings, memo=memo)
     finally:
         store.close()
 
@@ -77,6 +83,7 @@ def _world(
     splits: Sequence[UserSplit],
     item_ids: Sequence[str],
     counts: Mapping[str, int],
+    settings: RecommendSettings | None,
     *,
     memo: bool = False,
 ) -> World:
@@ -87,7 +94,7 @@ def _world(
         splits=list(splits),
         index=index,
         users=users,
-        recommender=Recommender(store),
+        recommender=Recommender(store, settings=settings),
         popularity=counts,
         memo=memo,
     )

@@ -19,6 +19,7 @@ real Recommender's answer.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,14 @@ from bench.eval.world import user_job
 from bench.movielens import MovieLens, UserSplit
 from models.interests import Observation
 from models.profile import batch_compute
-from models.recommend import INTERESTS, Recommender
+from models.recommend import (
+    INTERESTS,
+    FloatArray,
+    Recommender,
+    catalog_centroid,
+    centered_queries,
+)
+from models.settings import RecommendSettings
 from models.store import StoredUser
 
 Ranking = tuple[list[str], list[str]]  # (top 10, top 50)
@@ -57,19 +65,40 @@ class World:
         self.engine = Engine(self.index, memo=self.memo)
         self.row_of_item = {item: row for row, item in enumerate(self.index.item_ids)}
 
+    def centroid(self) -> FloatArray | None:
+        """The catalog centroid as recommend computes it (whatever its settings say)."""
+        if not hasattr(self, "_centroid"):
+            r = self.recommender
+            sample = r.settings.centroid_sample
+            self._centroid = catalog_centroid(r.client, r.items_collection, sample)
+        return self._centroid
+
+    def with_settings(self, settings: RecommendSettings) -> World:
+        """The same world scored by a Recommender with other settings (shares the engine)."""
+        r = self.recommender
+        other = Recommender(
+            r.client, users_collection=r.users_collection,
+            items_collection=r.items_collection, settings=settings,
+        )  # fmt: skip
+        clone = copy.copy(self)
+        clone.recommender = other
+        return clone
+
 
 Method = Callable[[World, UserSplit], tuple[Ranking, str]]
 
 
-def recommend_variants(params: EvalParams) -> dict[str, dict[str, Any]]:
-    """Name → recommend keyword arguments, for every recommend-based method."""
-    alone = {"weights": params.weights(), "negative_weight": 0.0, "popularity_weight": 0.0}
+def recommend_variants(params: EvalParams | None = None) -> dict[str, dict[str, Any]]:
+    """Name → recommend keyword arguments, for every recommend-based method. Everything not
+    given comes from the Recommender's settings (:meth:`EvalParams.recommend_settings`): the
+    default recommend is a call with no tuning arguments at all."""
+    alone = {"negative_weight": 0.0, "popularity_weight": 0.0}
     return {
         "short_term alone": {"dimensions": ["short_term"], **alone},
         "long_term alone": {"dimensions": ["long_term"], **alone},
         "interests alone": {"dimensions": [INTERESTS], **alone},
-        "fusion, no prior": {**params.recommend_kwargs(), "popularity_weight": 0.0},
-        "default recommend": params.recommend_kwargs(),
+        "fusion, no prior": {"popularity_weight": 0.0},
+        "default recommend": {},
     }
 
 
@@ -113,7 +142,10 @@ def popularity_method(world: World, split: UserSplit) -> tuple[Ranking, str]:
     return (order[:10], order), "popular"
 
 
-def mean_vector_method(half_life_s: float | None = None) -> Method:
+def mean_vector_method(half_life_s: float | None = None, *, centred: bool = False) -> Method:
+    """The single-vector baseline; ``centred`` queries with the mean minus the catalog centroid
+    (recommend's centering, for the table only: it shows how much of the fusion's gain is the
+    centering itself)."""
     spec = mean_spec() if half_life_s is None else mean_spec(half_life_s)
 
     def run(world: World, split: UserSplit) -> tuple[Ranking, str]:
@@ -123,9 +155,17 @@ def mean_vector_method(half_life_s: float | None = None) -> Method:
                         world.index.matrix[world.row_of_item[str(e.item_id)]], e.tags)
             for e in job.events
         ]  # fmt: skip
-        vector = batch_compute(observations, spec).dimensions[MEAN_DIMENSION].vector()
+        state = batch_compute(observations, spec).dimensions[MEAN_DIMENSION]
+        vector = state.vector()
         if vector is None:  # no positive event: the same popularity fallback recommend uses
             return popularity_method(world, split)
+        if centred:
+            payload = {"state": {"dimensions": {MEAN_DIMENSION: state.to_payload()}}}
+            queries = centered_queries(
+                {MEAN_DIMENSION: vector.astype(np.float64)}, payload,
+                world.centroid(), 1.0,
+            )  # fmt: skip
+            vector = queries[MEAN_DIMENSION]
         allowed = np.ones(len(world.index.item_ids), dtype=bool)
         for item in split.seen:
             allowed[world.row_of_item[item]] = False
@@ -142,6 +182,7 @@ def all_methods(params: EvalParams, seed: int = 0) -> dict[str, Method]:
         "random": random_method(seed),
         "popularity": popularity_method,
         "mean vector (365d, all positives)": mean_vector_method(),
+        "mean vector, centred (365d)": mean_vector_method(centred=True),
     }
     methods.update({name: _recommend(opts) for name, opts in recommend_variants(params).items()})
     return methods

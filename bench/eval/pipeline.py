@@ -3,9 +3,10 @@
 1. Items (vectors from the cache, training-only popularity) are written into a fresh embedded
    Qdrant folder, which is then released for the embed worker.
 2. A stream worker (``python -m streams.cli stream``) and an embed worker (``python -m streams.cli
-   embed``; :mod:`bench.eval.embed_worker` when the evaluated spec is not the library's) start as
-   child processes with their own topics, consumer groups, faust data dir and Qdrant folder — the
-   same environment overrides ``interest-stream demo`` uses.
+   embed``) start as child processes with their own topics, consumer groups, faust data dir and
+   Qdrant folder — the same environment overrides ``interest-stream demo`` uses — and the
+   evaluated parameters as the settings a deployment would set (``INTEREST_PROFILE_*`` for the
+   interest math, ``INTEREST_RECOMMEND_*``; :meth:`~bench.eval.config.EvalParams.env`).
 3. Every profile event is published through :class:`~streams.publish.EventPublisher` in global
    time order (ties in file order). The publisher keys by user, so one user's events share a
    partition and keep publish order, including events with identical timestamps; the stream worker
@@ -25,7 +26,6 @@ must see every event.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -41,8 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.eval.config import LIBRARY, EvalParams
-from bench.eval.embed_worker import PARAMS_ENV
+from bench.eval.config import EvalParams
 from bench.eval.world import load_items, open_store, read_users
 from bench.movielens import MovieLens, UserSplit, popularity, profile_events
 from models.store import InterestStore, open_local_client
@@ -170,16 +169,13 @@ class Pipeline:
             "INTEREST_API_ENABLED": "true",
             "INTEREST_API_HOST": self.api.host,
             "INTEREST_API_PORT": str(self.api.port),
-            PARAMS_ENV: json.dumps(self.params.to_dict()),
+            **self.params.env(),
         }
 
     def _start_workers(self) -> list[str]:
         env = self._env()
         stream_cmd = [sys.executable, "-m", "streams.cli", "stream"]
-        if self.params.spec_key() == LIBRARY.spec_key():
-            embed_cmd = [sys.executable, "-m", "streams.cli", "embed"]
-        else:
-            embed_cmd = [sys.executable, "-m", "bench.eval.embed_worker"]
+        embed_cmd = [sys.executable, "-m", "streams.cli", "embed"]
         self.workdir.mkdir(parents=True, exist_ok=True)
         for name, cmd in (("stream", stream_cmd), ("embed", embed_cmd)):
             log = (self.workdir / f"{name}.log").open("wb")

@@ -35,12 +35,13 @@ MIN_GAIN: Final = 0.005
 
 GRID: Final[dict[str, tuple[float | int, ...]]] = {
     # Recommend weights first (cheap: the same folded users), then the interest math (a refold).
-    "popularity_weight": (0.01, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0),
+    "centering": (0.0, 0.5, 0.75, 1.0, 1.25),
+    "popularity_weight": (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0),
     "negative_weight": (0.0, 0.1, 0.25, 0.5, 1.0),
     "w_short_term": (0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
     "w_long_term": (0.0, 0.2, 0.6, 1.0),
     "w_interests": (0.0, 0.25, 0.5, 1.0, 2.0),
-    "short_half_life_s": (60.0, 120.0, 300.0, 900.0, HOUR_S, 6 * HOUR_S, DAY_S),
+    "short_half_life_s": (300.0, 900.0, HOUR_S, 6 * HOUR_S, DAY_S),
     "long_half_life_s": (DAY_S, 7 * DAY_S, 30 * DAY_S, 365 * DAY_S),
     "negative_half_life_s": (HOUR_S, DAY_S, 7 * DAY_S, 30 * DAY_S),
     "cluster_half_life_s": (HOUR_S, DAY_S, 7 * DAY_S, 30 * DAY_S),
@@ -104,8 +105,9 @@ def _recall50(world: World, options: dict[str, Any]) -> float:
 
 
 def _trial(world: World, params: EvalParams, baselines: dict[str, float]) -> Trial:
-    default = _recall50(world, params.recommend_kwargs())
-    noprior = _recall50(world, {**params.recommend_kwargs(), "popularity_weight": 0.0})
+    scored = world.with_settings(params.recommend_settings())
+    default = _recall50(scored, {})
+    noprior = _recall50(scored, {"popularity_weight": 0.0})
     objective = 0.5 * (default / baselines["popularity"] + noprior / baselines["mean_vector"])
     return Trial(params, default, noprior, objective)
 

@@ -82,14 +82,14 @@ def check_all(store: InterestStore) -> None:
             for limit in (5, 30):
                 kwargs = {**call, "limit": limit, "exclude_items": ["i40", "i41", "i0"]}
                 real = recommender.recommend(user_id, **kwargs)
-                planned = plan(user, **kwargs)
+                request = plan(recommender, user, **kwargs)
                 if real.strategy != "personal":
-                    assert planned.request is None
+                    assert request is None
                     ids, strategy = recommend_ids(engine, recommender, user_id, user, **kwargs)
                     assert (ids, strategy) == ([i.item_id for i in real.items], real.strategy)
                     continue
-                assert planned.request is not None
-                mine = engine.execute(planned.request)
+                assert request is not None
+                mine = engine.execute(request)
                 assert [i for i, _ in mine] == [r.item_id for r in real.items], (user_id, call)
                 assert np.allclose([s for _, s in mine], [r.score for r in real.items], atol=1e-6)
 
@@ -123,9 +123,9 @@ def test_agreement_counts_identical_answers(store: InterestStore) -> None:
 def test_unsupported_requests_raise(store: InterestStore) -> None:
     engine = Engine(ItemIndex.from_store(store, ITEM_IDS))
     user = store.get_users(["u0"])["u0"]
-    planned = plan(user, limit=5, negative_weight=0.0, popularity_weight=0.0)
-    assert planned.request is not None
-    request = dict(planned.request)
+    planned = plan(Recommender(store), user, limit=5, negative_weight=0.0, popularity_weight=0.0)
+    assert planned is not None
+    request = dict(planned)
     request["query_filter"] = qm.Filter(
         must=[qm.FieldCondition(key="genre", match=qm.MatchValue(value="x"))]
     )

@@ -29,9 +29,13 @@ from models.recommend import (
     parse_filter_args,
     plan_sources,
 )
+from models.settings import RecommendSettings
 from models.store import InterestStore, item_point_id
 
 DIM = 8
+#: The fusion mechanics on their own: no centering (the planted topics are orthogonal, so the
+#: formula's arithmetic is checked against plain cosines) and a tie-breaking prior.
+PLAIN = RecommendSettings(centering=0.0, popularity_weight=0.01, negative_weight=0.5)
 TOPICS = ("alpha", "beta", "gamma", "delta")
 PER_TOPIC = 6
 USER_VECTORS = [
@@ -112,7 +116,7 @@ def topics_of(rec: Recommendation) -> list[str]:
 
 def test_top_results_follow_the_dominant_dimension(store: InterestStore) -> None:
     plant(store, "u", {"short_term": topic("alpha"), "long_term": topic("beta")})
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     rec = r.recommend("u", limit=5)
     assert rec.strategy == "personal"
     assert topics_of(rec) == ["alpha"] * 5
@@ -123,7 +127,9 @@ def test_top_results_follow_the_dominant_dimension(store: InterestStore) -> None
     # Weights are configurable per call and per recommender.
     assert topics_of(r.recommend("u", weights={"long_term": 3.0}, limit=5)) == ["beta"] * 5
     assert (
-        topics_of(Recommender(store, weights={"short_term": 0.1}).recommend("u", limit=3))
+        topics_of(
+            Recommender(store, weights={"short_term": 0.1}, settings=PLAIN).recommend("u", limit=3)
+        )
         == ["beta"] * 3
     )
 
@@ -131,7 +137,7 @@ def test_top_results_follow_the_dominant_dimension(store: InterestStore) -> None
 def test_raising_a_cluster_weight_pulls_its_topic_up(store: InterestStore) -> None:
     vectors = {"interest_0": topic("alpha"), "interest_1": topic("gamma")}
     plant(store, "u", vectors, clusters_payload((0, 0.7, "alpha"), (1, 0.3, "gamma")))
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     rec = r.recommend("u", limit=4)
     assert topics_of(rec)[:4] == ["alpha"] * 4
     weights = {s.vector: round(s.weight, 6) for s in rec.explanation.sources}
@@ -150,7 +156,7 @@ def test_fused_scores_mix_topics_by_weight(store: InterestStore) -> None:
     # Two equally weighted clusters: the union is ranked, not one prefetch after the other.
     vectors = {"interest_0": topic("alpha"), "interest_1": topic("beta")}
     plant(store, "u", vectors, clusters_payload((0, 0.5, "a"), (1, 0.5, "b")))
-    rec = Recommender(store).recommend("u", limit=12, popularity_weight=0.0)
+    rec = Recommender(store, settings=PLAIN).recommend("u", limit=12, popularity_weight=0.0)
     assert sorted(topics_of(rec)) == ["alpha"] * 6 + ["beta"] * 6
     # Each score is exactly the weighted sum of the item's cosines with both clusters.
     by_id = {item_id: vec for item_id, vec, _ in catalog()}
@@ -163,7 +169,7 @@ def test_fused_scores_mix_topics_by_weight(store: InterestStore) -> None:
 def test_negative_dimension_pushes_its_topic_down(store: InterestStore) -> None:
     both = unit(topic("alpha") + topic("beta"))
     plant(store, "u", {"short_term": both, "negative": topic("beta")})
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     plain = r.recommend("u", limit=6, negative_weight=0.0, popularity_weight=0.0)
     assert set(topics_of(plain)) == {"alpha", "beta"}
     assert plain.explanation.negative_weight == 0.0
@@ -178,7 +184,7 @@ def test_negative_dimension_pushes_its_topic_down(store: InterestStore) -> None:
 def test_recent_items_are_excluded(store: InterestStore) -> None:
     recent = ["alpha-0", "alpha-1", "not-in-catalog"]
     plant(store, "u", {"short_term": topic("alpha")}, {"recent_items": recent})
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     rec = r.recommend("u", limit=10)
     ids = [i for i, _, _ in rec.items]
     assert "alpha-0" not in ids and "alpha-1" not in ids
@@ -192,7 +198,7 @@ def test_recent_items_are_excluded(store: InterestStore) -> None:
 
 def test_filters_restrict_results(store: InterestStore) -> None:
     plant(store, "u", {"short_term": topic("alpha")})
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     rec = r.recommend("u", limit=10, filters={"category": "gamma"})
     assert len(rec.items) == PER_TOPIC and topics_of(rec) == ["gamma"] * PER_TOPIC
     any_of = r.recommend("u", limit=20, filters={"category": ["beta", "delta"]})
@@ -213,7 +219,7 @@ def test_popularity_prior_reorders_near_ties(store: InterestStore) -> None:
         ]
     )
     plant(store, "u", {"short_term": topic("alpha")})
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     flt = {"category": "tie"}
     without = r.recommend("u", filters=flt, popularity_weight=0.0)
     assert [i for i, _, _ in without.items][:2] == ["tie-plain", "tie-popular"]
@@ -228,7 +234,7 @@ def test_popularity_prior_reorders_near_ties(store: InterestStore) -> None:
 
 def test_diversity_spreads_results_across_topics(store: InterestStore) -> None:
     plant(store, "u", {"short_term": unit(topic("alpha") + 0.6 * topic("beta"))})
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     focused = r.recommend("u", limit=5)
     assert topics_of(focused) == ["alpha"] * 5
     diverse = r.recommend("u", limit=5, diversity=0.7)
@@ -248,7 +254,7 @@ def test_one_query_api_call_per_recommendation(store: InterestStore) -> None:
         return real(*args, **kwargs)
 
     store.client.query_points = spy  # type: ignore[method-assign]
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     r.recommend("u", diversity=0.5, filters={"category": "alpha"})
     r.recommend("u")
     r.recommend("stranger")
@@ -262,7 +268,7 @@ def test_one_query_api_call_per_recommendation(store: InterestStore) -> None:
 
 
 def test_unknown_user_gets_popular_items(store: InterestStore) -> None:
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     rec = r.recommend("nobody", limit=3)
     assert rec.strategy == "fallback_popular"
     assert [i for i, _, _ in rec.items] == ["delta-4", "delta-3", "delta-2"]
@@ -274,7 +280,7 @@ def test_unknown_user_gets_popular_items(store: InterestStore) -> None:
 
 def test_fallback_honours_exclusions_and_requested_dimensions(store: InterestStore) -> None:
     plant(store, "u", {"negative": topic("delta")}, {"recent_items": ["delta-4"]})
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     rec = r.recommend("u", limit=2)  # only negative evidence: nothing to recommend from
     assert rec.strategy == "fallback_popular"
     assert [i for i, _, _ in rec.items] == ["delta-3", "delta-2"]
@@ -286,7 +292,7 @@ def test_fallback_honours_exclusions_and_requested_dimensions(store: InterestSto
 
 
 def test_fallback_empty_without_popularity(store: InterestStore) -> None:
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     none = r.recommend("nobody", popularity_field=None)
     assert (none.strategy, none.items) == ("fallback_empty", ())
     absent = r.recommend("nobody", popularity_field="stars")
@@ -296,7 +302,7 @@ def test_fallback_empty_without_popularity(store: InterestStore) -> None:
 
 def test_missing_collections_never_raise() -> None:
     client = QdrantClient(":memory:")
-    rec = Recommender(client).recommend("u")
+    rec = Recommender(client, settings=PLAIN).recommend("u")
     assert rec.strategy == "fallback_empty" and rec.items == ()
     assert json.loads(json.dumps(rec.to_dict()))["strategy"] == "fallback_empty"
 
@@ -316,7 +322,7 @@ def test_same_results_on_a_path_and_in_memory(tmp_path: Path) -> None:
         }
         payload = clusters_payload((0, 0.6, "d"), (1, 0.4, "a")) | {"recent_items": ["alpha-1"]}
         plant(store, "u", vectors, payload)
-        r = Recommender(store)
+        r = Recommender(store, settings=PLAIN)
         out = []
         for kwargs in ({}, {"diversity": 0.5}, {"filters": {"category": ["beta", "delta"]}}):
             out.append(r.recommend("u", limit=8, **kwargs).to_dict())
@@ -336,7 +342,9 @@ def test_recommender_from_client_and_collection_names() -> None:
     store = InterestStore(client, dimension=DIM, users_collection="u2", items_collection="i2")
     fill(store)
     plant(store, "u", {"search": topic("gamma")})
-    rec = Recommender(client, users_collection="u2", items_collection="i2").recommend("u", limit=3)
+    rec = Recommender(
+        client, users_collection="u2", items_collection="i2", settings=PLAIN
+    ).recommend("u", limit=3)
     assert topics_of(rec) == ["gamma"] * 3
     assert rec.explanation.sources[0].vector == "search"
 
@@ -442,7 +450,7 @@ def test_formula_and_request_structure() -> None:
 
 
 def test_invalid_arguments_raise_value_error(store: InterestStore) -> None:
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     for kwargs in ({"limit": 0}, {"diversity": 1.5}, {"negative_weight": -1.0}):
         with pytest.raises(ValueError):
             r.recommend("u", **kwargs)
@@ -458,7 +466,7 @@ def test_odd_popularity_values_get_no_prior_and_no_error(store: InterestStore) -
         ]
     )
     plant(store, "u", {"short_term": topic("alpha")})
-    r = Recommender(store)
+    r = Recommender(store, settings=PLAIN)
     flt = {"category": "odd"}
     with_prior = r.recommend("u", filters=flt, popularity_weight=1.0).to_dict()["items"]
     without = r.recommend("u", filters=flt, popularity_weight=0.0).to_dict()["items"]
