@@ -4,6 +4,14 @@ One line per item: ``{"id": "post-17", "text": "GAN use cases", "payload": {"tag
 ``payload`` is optional and stored as the item's Qdrant payload (with ``item_id`` and ``text``),
 so recommenders can filter on it. Items and events are embedded by the same model, or similarity
 between them would be meaningless.
+
+What the model embeds for an item is :func:`item_embedding_text`: its text, followed by its
+``payload["tags"]`` when ``ModelSettings.item_tags_in_text`` is on
+(``INTEREST_MODEL_ITEM_TAGS_IN_TEXT``) — ``"Toy Story (1995). Animation, Children's, Comedy"``
+rather than ``"Toy Story (1995)"``: tags often carry meaning the text lacks (a title says little
+about its genre). The stored payload ``text`` stays the item's own text. Events are unchanged: an
+event naming a loaded item gets the item's stored vector, an event with only text is embedded
+from its text.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.encoder import Encoder, normalize_text
+from models.settings import ModelSettings
 from models.store import InterestStore
 
 MAX_ITEM_ID_CHARS = 256
@@ -28,6 +37,46 @@ class CatalogItem:
     item_id: str
     text: str
     payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """``payload["tags"]`` as strings (a single string is one tag; anything else: none)."""
+        return item_tags(self.payload.get("tags"))
+
+    def embedding_text(self, tags_in_text: bool) -> str:
+        """What the model embeds for this item (see :func:`item_embedding_text`)."""
+        return item_embedding_text(self.text, self.tags if tags_in_text else ())
+
+
+def item_tags(raw: object) -> tuple[str, ...]:
+    """Tags from a payload value: a list of strings (non-strings and blanks dropped, repeats
+    kept once, each normalised) or one string; anything else gives none.
+
+    >>> item_tags(["Comedy", " Drama ", 3, "", "Comedy"])
+    ('Comedy', 'Drama')
+    >>> item_tags("ml"), item_tags(None)
+    (('ml',), ())
+    """
+    values = [raw] if isinstance(raw, str) else raw if isinstance(raw, list | tuple) else []
+    tags = (normalize_text(v) for v in values if isinstance(v, str))
+    return tuple(dict.fromkeys(t for t in tags if t))
+
+
+def item_embedding_text(text: str, tags: Iterable[str] = ()) -> str:
+    """The string the model embeds for an item: ``text``, then ``. `` and the tags joined by
+    ``, `` (no extra full stop after a text ending in ``.``, ``!`` or ``?``). Normalised like the
+    encoder normalises, so it is also the encoder's cache key.
+
+    >>> item_embedding_text("Toy Story (1995)", ["Animation", "Children's", "Comedy"])
+    "Toy Story (1995). Animation, Children's, Comedy"
+    >>> item_embedding_text("Why GANs?", ["ml"]), item_embedding_text("GAN use cases")
+    ('Why GANs? ml', 'GAN use cases')
+    """
+    text = normalize_text(text)
+    joined = ", ".join(t for t in (normalize_text(t) for t in tags) if t)
+    if not joined:
+        return text
+    return f"{text} {joined}" if text.endswith((".", "!", "?")) else f"{text}. {joined}"
 
 
 def parse_item(raw: bytes | str, where: str = "item") -> CatalogItem:
@@ -70,17 +119,22 @@ def load_items(
     *,
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    tags_in_text: bool | None = None,
 ) -> int:
     """Embed and upsert ``items`` in batches; return the count.
 
-    Each batch is one model call, one retrieve (the live fields to keep) and one upsert.
+    Each batch is one model call, one retrieve (the live fields to keep) and one upsert. The
+    model embeds :meth:`CatalogItem.embedding_text`; ``tags_in_text`` None reads
+    ``ModelSettings().item_tags_in_text`` (``INTEREST_MODEL_ITEM_TAGS_IN_TEXT``).
     """
+    if tags_in_text is None:
+        tags_in_text = ModelSettings().item_tags_in_text
     total = 0
     batch: list[CatalogItem] = []
 
     def flush() -> None:
         nonlocal total
-        vectors = encoder.encode([i.text for i in batch])
+        vectors = encoder.encode([i.embedding_text(tags_in_text) for i in batch])
         store.upsert_items(
             [
                 (i.item_id, v, {**i.payload, "item_id": i.item_id, "text": i.text})

@@ -68,6 +68,11 @@ class ModelSettings(InterestSettings):
     """Texts whose vectors are kept in the in-process LRU cache; 0 disables it."""
     max_seq_length: int | None = Field(default=None, gt=0)
     """Tokens per text (longer texts are truncated); None keeps the model's own limit."""
+    item_tags_in_text: bool = True
+    """Embed an item as its text followed by its ``payload["tags"]`` (``"Toy Story (1995).
+    Animation, Children's, Comedy"``) instead of its text alone; see
+    :func:`models.catalog.item_embedding_text`. Like the model, changing it means re-loading
+    items (and rebuilding user vectors, which are made of item vectors)."""
 
     @field_validator("name")
     @classmethod

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from faust.tables.manager import TableManager
@@ -132,7 +132,9 @@ class GaplessConsumer(Consumer):
                     tp.topic, tp.partition, message.offset, seek_to, seek_to,
                 )  # fmt: skip
                 stale.add(tp)
-                await self.seek(tp, seek_to)
+                # seek_wait runs the seek in the consumer's thread (faust's plain ``seek``
+                # touches aiokafka from this one).
+                await self.seek_wait({tp: seek_to})
                 continue
             if verdict is Verdict.GAP:
                 log.info("%s:%d: offsets before %d hold no records", *tp, message.offset)
@@ -142,10 +144,23 @@ class GaplessConsumer(Consumer):
         await super().seek(partition, offset)
         self._expect(partition, offset)
 
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        await super().seek_wait(partitions)
+        for tp, offset in partitions.items():
+            self._expect(tp, offset)
+
     async def perform_seek(self) -> None:
         await super().perform_seek()
+        unknown = []
         for tp, offset in list(self._read_offset.items()):
             self._expect(tp, offset)
+            if offset is None and not self._is_changelog_tp(tp):
+                unknown.append(tp)
+        if unknown:
+            # No committed offset (faust keeps 0 as None too): the app resets to the earliest
+            # offset, so that is where the partition's first record must be.
+            for tp, offset in (await self.earliest_offsets(*unknown)).items():
+                self._expect(tp, offset)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.order.forget(revoked)

@@ -27,7 +27,7 @@ from bench.eval.engine import agreement
 from bench.eval.fast import fast_world, open_world
 from bench.eval.methods import World, all_methods, recommend_variants, score_methods
 from bench.eval.metrics import format_table, ratio_ci
-from bench.eval.world import item_vectors
+from bench.eval.world import item_tags_in_text_default, item_vectors
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pipeline", action="store_true", help="go through Kafka and the workers")
     p.add_argument("--validation", action="store_true", help="score the validation split")
     p.add_argument("--params", choices=["chosen", "library"], default="chosen")
+    p.add_argument("--item-tags-in-text", action=argparse.BooleanOptionalAction, default=None,
+                   help="embed each movie as 'title (year). Genre, Genre' (ModelSettings."
+                   "item_tags_in_text); default: the library's default")  # fmt: skip
     p.add_argument("--tune", action="store_true", help="tune on the validation split")
     p.add_argument("--rounds", type=int, default=2, help="coordinate-descent rounds (--tune)")
     p.add_argument("--fields", default=None, help="comma-separated parameters to tune "
@@ -94,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     data = ml.load()
     users = ml.first_users(data, args.users)
-    vectors = item_vectors(data)
+    tags_in_text = (
+        item_tags_in_text_default() if args.item_tags_in_text is None else args.item_tags_in_text
+    )
+    vectors = item_vectors(data, tags_in_text=tags_in_text)
     seconds = {"data_and_vectors": time.monotonic() - started}
     command = shlex.join(["python", "-m", "bench.eval", *(sys.argv[1:] if argv is None else argv)])
     out = args.out or default_out(args)
@@ -110,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise SystemExit(f"error: --fields: unknown {unknown}; choose from {', '.join(GRID)}")
         result = tune(data, splits, vectors, rounds=args.rounds, fields=names, echo=echo)
-        body = {"command": command, **result.to_dict(), "machine": machine()}
+        body = {"command": command, **result.to_dict(), "item_tags_in_text": tags_in_text,
+                "machine": machine()}  # fmt: skip
         best = result.best.params
         changed = LIBRARY.differences(best).items()
         body["changed_from_library"] = {k: {"library": a, "chosen": b} for k, (a, b) in changed}
@@ -136,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                 k: {"library": a, "used": b} for k, (a, b) in LIBRARY.differences(params).items()
             },
             "mean_vector_half_life_s": MEAN_HALF_LIFE_S,
-            "environment": params.env(),
+            "item_tags_in_text": tags_in_text,
+            "item_tags_in_text_library": item_tags_in_text_default(),
+            "environment": {
+                **params.env(),
+                "INTEREST_MODEL_ITEM_TAGS_IN_TEXT": str(tags_in_text).lower(),
+            },
         },
     }
     with tempfile.TemporaryDirectory(prefix="ml-eval-") as tmp:

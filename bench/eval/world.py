@@ -1,8 +1,9 @@
 """The evaluation's Qdrant: MovieLens items with a training-only popularity, users folded in.
 
-Item vectors: the bundled model embeds the 1682 ``"title (year)"`` texts once; the vectors are
-cached on disk next to the dataset, keyed by model name and a hash of the texts, so later runs
-need no model at all.
+Item vectors: the bundled model embeds the 1682 movies once, as ``interest-stream items load``
+embeds an item (:func:`models.catalog.item_embedding_text`: ``"title (year)"``, followed by the
+genres when ``item_tags_in_text`` is on); the vectors are cached on disk next to the dataset,
+keyed by model name and a hash of the embedded texts, so later runs need no model at all.
 
 Users, fast mode: each user's profile events become one :class:`~streams.jobs.UpdateJob` (events
 validated and normalised by :func:`streams.events.validate_event`, numbered 1..n as the stream
@@ -22,8 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.movielens import MovieLens, UserSplit, default_cache_dir
+from models.catalog import item_embedding_text
 from models.profile import InterestSpec
-from models.settings import BUNDLED_MODEL_NAME
+from models.settings import BUNDLED_MODEL_NAME, ModelSettings
 from models.store import InterestStore, StoredUser, open_local_client
 from streams.embed_fold import FoldReport, JobFolder
 from streams.events import validate_event
@@ -33,11 +35,32 @@ from streams.jobs import JobEvent, UpdateJob
 VALIDATION_NOW_MS = 2**52
 
 
+def item_tags_in_text_default() -> bool:
+    """The library's default for ``ModelSettings.item_tags_in_text`` (never the environment)."""
+    default: bool = ModelSettings.model_fields["item_tags_in_text"].get_default()
+    return default
+
+
+def item_texts(data: MovieLens, tags_in_text: bool) -> list[str]:
+    """What the model embeds per movie, as ``interest-stream items load`` would embed it."""
+    return [
+        item_embedding_text(m.text, m.tags if tags_in_text else ()) for m in data.movies.values()
+    ]
+
+
 def item_vectors(
-    data: MovieLens, model_name: str = BUNDLED_MODEL_NAME, cache_dir: Path | None = None
+    data: MovieLens,
+    model_name: str = BUNDLED_MODEL_NAME,
+    cache_dir: Path | None = None,
+    *,
+    tags_in_text: bool | None = None,
 ) -> npt.NDArray[np.float32]:
-    """One unit float32 row per movie (in ``data.movies`` order), cached on disk."""
-    texts = [m.text for m in data.movies.values()]
+    """One unit float32 row per movie (in ``data.movies`` order), cached on disk.
+
+    ``tags_in_text`` (None: the library default) embeds ``"title (year). Genre, Genre"``."""
+    if tags_in_text is None:
+        tags_in_text = item_tags_in_text_default()
+    texts = item_texts(data, tags_in_text)
     digest = hashlib.sha256("\n".join([model_name, *texts]).encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
     path = (cache_dir or default_cache_dir()) / f"items-{safe}-{digest}.npy"

@@ -9,8 +9,9 @@ import pytest
 from bench import movielens as ml
 from bench.eval.config import CHOSEN, LIBRARY, EvalParams
 from bench.eval.metrics import ndcg_at, recall_at, user_metrics
-from bench.eval.world import user_job
+from bench.eval.world import item_tags_in_text_default, item_texts, user_job
 from models.profile import InterestSpec
+from models.settings import ModelSettings
 
 ITEM = (
     b"item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
@@ -43,6 +44,19 @@ def test_items_are_title_year_with_genre_tags(data: ml.MovieLens) -> None:
     assert data.movies["1"].tags == ("Animation", "Children's", "Comedy")
     assert data.movies["3"].text == "No Year"
     assert data.movies["4"].text == "Usual Suspects, The (1995)"
+
+
+def test_item_texts_embed_genres_like_items_load(
+    data: ml.MovieLens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert item_texts(data, True)[:3] == [
+        "Toy Story (1995). Animation, Children's, Comedy",
+        "GoldenEye (1995). Action, Adventure, Thriller",
+        "No Year. Drama",
+    ]
+    assert item_texts(data, False)[:3] == ["Toy Story (1995)", "GoldenEye (1995)", "No Year"]
+    monkeypatch.setenv("INTEREST_MODEL_ITEM_TAGS_IN_TEXT", "false")  # the harness ignores it
+    assert item_tags_in_text_default() is ModelSettings.model_fields["item_tags_in_text"].default
 
 
 def test_ratings_in_time_order_ties_in_file_order(data: ml.MovieLens) -> None:
