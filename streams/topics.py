@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Final
 
@@ -106,9 +108,18 @@ async def ensure_copartitioned(
     return partitions
 
 
-async def _partition_count(admin: AIOKafkaAdminClient, name: str) -> int:
-    (meta,) = await admin.describe_topics([name])
-    return len(meta["partitions"])
+async def _partition_count(admin: AIOKafkaAdminClient, name: str, wait_s: float = 15.0) -> int:
+    """Partitions of ``name``. A topic created a moment ago may describe with none (or an error)
+    until its partitions have leaders: ask again for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        (meta,) = await admin.describe_topics([name])
+        count = len(meta.get("partitions") or ())
+        if count and not meta.get("error_code"):
+            return count
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"topic {name} has no partitions (error {meta.get('error_code')})")
+        await asyncio.sleep(0.2)
 
 
 @contextlib.asynccontextmanager

@@ -96,8 +96,11 @@ def test_cli_works_next_to_a_running_service(
         ("bake-1", "chocolate cake recipe", "food", 11),
         ("bake-2", "butter croissants", "food", 12),
     ]
+    tags = {"ml": ["deep learning"], "food": ["baking"]}
     items = "\n".join(
-        json.dumps({"id": i, "text": t, "payload": {"category": c, "popularity": p}})
+        json.dumps(
+            {"id": i, "text": t, "payload": {"category": c, "tags": tags[c], "popularity": p}}
+        )
         for i, t, c, p in catalog
     )
     loaded = cli(service_env, "items", "load", "-", "--json", stdin=items)
@@ -129,7 +132,9 @@ def test_cli_works_next_to_a_running_service(
     result = json.loads(rec.stdout)
     assert result["strategy"] == "personal"
     ids = [i["item_id"] for i in result["items"]]
-    assert ids[0] == "dl-2"  # the one deep-learning item ann has not seen
+    # The one deep-learning item ann has not seen, although the food items are more popular:
+    # its tags are embedded with its text, so it is close to what she liked.
+    assert ids[0] == "dl-2"
     assert not {"dl-0", "dl-1"} & set(ids)
 
     only_food = cli(service_env, "recommend", "ann", "--json", "--filter", "category=food")
