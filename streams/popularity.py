@@ -58,6 +58,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from streams.table_owner import TableOwner
+
 if TYPE_CHECKING:
     from streams.stream_processor import Record, Sink, StreamStats
 
@@ -326,7 +328,7 @@ class ItemStore(Protocol):
     async def write_back_lazy(self, max_age_s: float = 0.0, limit: int | None = None) -> None: ...
 
 
-class PopularityProcessor:
+class PopularityProcessor(TableOwner):
     """Applies contribution records to the item table and emits changed popularity (faust-free)."""
 
     def __init__(
@@ -341,17 +343,15 @@ class PopularityProcessor:
         stats: StreamStats,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
-        self.sink = sink
+        super().__init__(store, sink)
+        self.store: ItemStore = store
+        self.sink: Sink = sink
         self.partitions = partitions
         self.partition_of = partition_of
         self.topic = topic
         self.policy = policy
         self.stats = stats
         self.clock = clock
-        self.lock = asyncio.Lock()
-        #: Partitions (of the item repartition topic = the item table) this worker owns.
-        self.active: set[int] = set()
         self._dirty: set[bytes] = set()
         self._heap: list[tuple[int, bytes]] = []
         self._scheduled: dict[bytes, int] = {}
@@ -471,15 +471,5 @@ class PopularityProcessor:
             if self.partition_of(key, self.partitions) in self.active
         }
 
-    async def persist(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
-        if not self.store.lazy_due(max_age_s):
-            return
-        async with self.lock:
-            await self.store.write_back_lazy(max_age_s, limit)
-
-    async def on_revoked(self) -> None:
-        async with self.lock:
-            self.active = set()
-            self._dirty.clear()
-            await self.store.write_back_lazy()
-            await self.sink.barrier()
+    def _forget_owned(self) -> None:
+        self._dirty.clear()

@@ -43,6 +43,7 @@ from aiokafka.partitioner import murmur2
 from streams.dlq import DeadLetter, kafka_source
 from streams.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
 from streams.popularity import Contributions
+from streams.table_owner import TableOwner
 from streams.triggers import FlushReason, TriggerPolicy
 from streams.userstate import (
     Applied,
@@ -192,7 +193,7 @@ class _Due:
     reason: FlushReason
 
 
-class StreamProcessor:
+class StreamProcessor(TableOwner):
     """Batches in, jobs out: the worker's logic, independent of faust (which feeds it)."""
 
     def __init__(
@@ -208,8 +209,9 @@ class StreamProcessor:
         clock: Callable[[], float] = time.time,
         popularity_half_life_s: float | None = None,
     ) -> None:
-        self.store = store
-        self.sink = sink
+        super().__init__(store, sink)
+        self.store: StateStore = store
+        self.sink: Sink = sink
         self.partitions = partitions
         self.policy = policy
         self.limits = limits
@@ -217,10 +219,6 @@ class StreamProcessor:
         self.topics = topics
         self.clock = clock
         self.stats = StreamStats()
-        #: Serialises batches, timer flushes and revocation: no interleaved read-modify-write.
-        self.lock = asyncio.Lock()
-        #: Partitions (of the events topic) this worker owns; the timer flushes only these.
-        self.active: set[int] = set()
         self._heap: list[tuple[int, bytes]] = []
         self._scheduled: dict[bytes, int] = {}
         #: Decoded states of the users with pending events (the ones the timer will flush), so
@@ -421,18 +419,5 @@ class StreamProcessor:
                 state = self._hot[key] = UserState.from_bytes(raw)
                 self._schedule(key, state)
 
-    async def persist(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
-        """Send lazy writes older than ``max_age_s`` (the timer: a bounded chunk per tick, so
-        the agent never waits long) -- or all of them (shutdown)."""
-        if not self.store.lazy_due(max_age_s):
-            return
-        async with self.lock:
-            await self.store.write_back_lazy(max_age_s, limit)
-
-    async def on_revoked(self) -> None:
-        """Before handing partitions over: finish under the lock, make every write durable."""
-        async with self.lock:
-            self.active = set()
-            self._hot.clear()
-            await self.store.write_back_lazy()
-            await self.sink.barrier()
+    def _forget_owned(self) -> None:
+        self._hot.clear()
