@@ -56,9 +56,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
-from streams.table_owner import TableOwner
+from streams.table_owner import StateStore, TableOwner
 
 if TYPE_CHECKING:
     from streams.stream_processor import Record, Sink, StreamStats
@@ -308,33 +308,13 @@ class EmitPolicy:
 # -- the item agent's and the timer's logic ---------------------------------------------------
 
 
-class ItemStore(Protocol):
-    """The item table (key = item_id, value = ItemState bytes), as streams.stream_app offers it."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def set(self, key: bytes, value: bytes) -> None: ...
-
-    def set_lazy(self, key: bytes, value: bytes) -> None: ...
-
-    def delete(self, key: bytes) -> None: ...
-
-    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
-
-    async def write_back(self) -> None: ...
-
-    def lazy_due(self, max_age_s: float) -> bool: ...
-
-    async def write_back_lazy(self, max_age_s: float = 0.0, limit: int | None = None) -> None: ...
-
-
 class PopularityProcessor(TableOwner):
     """Applies contribution records to the item table and emits changed popularity (faust-free)."""
 
     def __init__(
         self,
         *,
-        store: ItemStore,
+        store: StateStore,
         sink: Sink,
         partitions: int,
         partition_of: Callable[[bytes, int], int],
@@ -344,7 +324,7 @@ class PopularityProcessor(TableOwner):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(store, sink)
-        self.store: ItemStore = store
+        self.store: StateStore = store
         self.sink: Sink = sink
         self.partitions = partitions
         self.partition_of = partition_of

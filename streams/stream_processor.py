@@ -43,7 +43,7 @@ from aiokafka.partitioner import murmur2
 from streams.dlq import DeadLetter, kafka_source
 from streams.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
 from streams.popularity import Contributions
-from streams.table_owner import TableOwner
+from streams.table_owner import StateStore, TableOwner
 from streams.triggers import FlushReason, TriggerPolicy
 from streams.userstate import (
     Applied,
@@ -129,36 +129,6 @@ class Sink(Protocol):
 
     async def barrier(self) -> None:
         """Return when everything sent so far, table changelog writes included, is delivered."""
-        ...
-
-
-class StateStore(Protocol):
-    """The per-user state table: key = user_id (UTF-8), value = UserState.to_bytes()."""
-
-    def get(self, key: bytes) -> bytes | None: ...
-
-    def set(self, key: bytes, value: bytes) -> None:
-        """Store locally now; the changelog record goes out at the next :meth:`write_back`."""
-        ...
-
-    def set_lazy(self, key: bytes, value: bytes) -> None:
-        """Store locally now; the changelog record waits for :meth:`write_back_lazy` unless a
-        :meth:`set` of the same key comes first (for writes whose loss a restart tolerates)."""
-        ...
-
-    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
-
-    async def write_back(self) -> None:
-        """Hand the changelog records of all :meth:`set` writes to the producer (not awaited)."""
-        ...
-
-    def lazy_due(self, max_age_s: float) -> bool:
-        """Whether a :meth:`set_lazy` write is waiting for at least ``max_age_s``."""
-        ...
-
-    async def write_back_lazy(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
-        """Also hand over the :meth:`set_lazy` writes waiting >= ``max_age_s`` (oldest first,
-        at most ``limit``), then :meth:`write_back`."""
         ...
 
 

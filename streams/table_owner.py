@@ -10,6 +10,7 @@ another worker. That lifecycle lives here once; each processor says what it cach
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Protocol
 
 
@@ -24,6 +25,33 @@ class LazyWrites(Protocol):
     async def write_back_lazy(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
         """Hand the lazy writes waiting >= ``max_age_s`` (oldest first, at most ``limit``) and
         all eager ones to the producer."""
+        ...
+
+
+class StateStore(LazyWrites, Protocol):
+    """A state table, as streams.stream_app's ``_TableStore`` offers it: the per-user state
+    (key = user_id, value = ``UserState.to_bytes()``) or the item counts (key = item_id, value =
+    ``ItemState.to_bytes()``)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def set(self, key: bytes, value: bytes) -> None:
+        """Store locally now; the changelog record goes out at the next :meth:`write_back`."""
+        ...
+
+    def set_lazy(self, key: bytes, value: bytes) -> None:
+        """Store locally now; the changelog record waits for :meth:`write_back_lazy` unless a
+        :meth:`set` of the same key comes first (for writes whose loss a restart tolerates)."""
+        ...
+
+    def delete(self, key: bytes) -> None:
+        """Drop locally now; a tombstone goes out at the next :meth:`write_back`."""
+        ...
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+    async def write_back(self) -> None:
+        """Hand the changelog records of all :meth:`set` writes to the producer (not awaited)."""
         ...
 
 
