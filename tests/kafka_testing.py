@@ -1,11 +1,16 @@
-"""Small helpers for integration tests: read back what landed on a real topic."""
+"""Small helpers for integration tests: read back what landed on a real topic; run a stream
+worker process."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
@@ -59,3 +64,32 @@ def read_topic_sync(
     kafka: KafkaSettings, topic: str, *, expect: int, timeout_s: float = 20.0
 ) -> list[Record]:
     return asyncio.run(read_topic(kafka, topic, expect=expect, timeout_s=timeout_s))
+
+
+class StreamWorkerProcess:
+    """One stream worker process (``python -m streams.stream_app``, as ``interest-stream stream``
+    runs it), its output appended to ``log``."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.stream_app"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def terminate(self) -> int:
+        """SIGTERM (a graceful stop); the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+        self.log.close()

@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -25,6 +22,7 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from kafka_testing import StreamWorkerProcess
 
 from models.profile import InterestSpec
 from models.settings import ModelSettings, QdrantSettings
@@ -49,29 +47,6 @@ def expected(events: list[tuple[str, int]], as_of_ms: int) -> float:
         for t, ts in events
         if WEIGHTS[t] > 0
     )
-
-
-class StreamWorker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.stream_app"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=60)
-        self.log.close()
-        return code
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.log.close()
 
 
 async def produce(kafka: KafkaSettings, topic: str, records: list[tuple[str, bytes]]) -> None:
@@ -233,9 +208,9 @@ def test_events_on_items_become_decayed_popularity_in_the_items_payload(
         records.append((user, event(f"e{i}", user, item, type_, ts)))
     duplicates = records[:30]  # at-least-once producers: same event ids again
 
-    workers: list[StreamWorker] = []
+    workers: list[StreamWorkerProcess] = []
     try:
-        workers.append(StreamWorker(env, tmp_path / "stream-1.log"))
+        workers.append(StreamWorkerProcess(env, tmp_path / "stream-1.log"))
         asyncio.run(produce(kafka, topics.events, records + duplicates))
 
         def matches(got: dict[str, PopularityUpdate]) -> bool:
@@ -252,7 +227,9 @@ def test_events_on_items_become_decayed_popularity_in_the_items_payload(
         # restart -- an open faust issue, independent of popularity.)
         port = free_port()
         workers.append(
-            StreamWorker({**env, "INTEREST_STREAM_METRICS_PORT": str(port)}, tmp_path / "s2.log")
+            StreamWorkerProcess(
+                {**env, "INTEREST_STREAM_METRICS_PORT": str(port)}, tmp_path / "s2.log"
+            )
         )
         wait_healthy(port)
         more = [(f"v{i}", event(f"x{i}", f"v{i}", "niche", "purchase", now)) for i in range(3)]

@@ -15,10 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -29,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kafka_testing import read_topic_sync
+from kafka_testing import StreamWorkerProcess, read_topic_sync
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.dlq import DeadLetter
@@ -40,38 +37,13 @@ from streams.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 
-class Worker:
-    """One stream worker process."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.stream_app"],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.kill()
-        self.log.close()
-
-
 @pytest.fixture
-def workers(kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path) -> Iterator[list[Worker]]:
+def workers(
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> Iterator[list[StreamWorkerProcess]]:
     """Worker processes a test starts (killed at the end if still running); topics exist."""
     asyncio.run(ensure_topics(kafka, topics))
-    started: list[Worker] = []
+    started: list[StreamWorkerProcess] = []
     yield started
     for w in started:
         w.close()
@@ -184,7 +156,7 @@ def in_order(order: dict[str, list[str]], sent: list[tuple[str, str]]) -> None:
 
 
 def test_burst_for_many_users(
-    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[StreamWorkerProcess]
 ) -> None:
     """Keyed events, duplicates, broken records and unkeyed records for 200 users."""
     users = [f"user-{i}" for i in range(200)]
@@ -199,7 +171,7 @@ def test_burst_for_many_users(
     unkeyed = [(None, event(f"u{i}", users[i])) for i in range(50)]
     broken = [(b"user-1", b"{oops"), (b"user-2", event("b1", "user-2", type="teleport"))]
     reader = JobReader(kafka, topics.updates)
-    workers.append(Worker(worker_env(kafka, topics, tmp_path), tmp_path / "w1.log"))
+    workers.append(StreamWorkerProcess(worker_env(kafka, topics, tmp_path), tmp_path / "w1.log"))
     asyncio.run(produce(kafka, topics.events, records + unkeyed + broken))
     expected = set(sent) | {(users[i], f"u{i}") for i in range(50)}
     reader.wait_for(expected, timeout_s=40)
@@ -219,7 +191,7 @@ def test_burst_for_many_users(
     # A graceful stop commits and writes everything: a new worker has nothing to re-emit.
     assert workers[0].terminate() == 0
     jobs_before = len(read_topic_sync(kafka, topics.updates, expect=len(reader.jobs)))
-    workers.append(Worker(workers[0].env, tmp_path / "w2.log"))
+    workers.append(StreamWorkerProcess(workers[0].env, tmp_path / "w2.log"))
     wait_until(lambda: bool(owned(tmp_path / "w2.log")))
     time.sleep(2)
     assert len(read_topic_sync(kafka, topics.updates, expect=jobs_before + 1, timeout_s=2)) == (
@@ -229,7 +201,7 @@ def test_burst_for_many_users(
 
 
 def test_kill_9_mid_run_and_restart_loses_nothing(
-    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[StreamWorkerProcess]
 ) -> None:
     """Killed twice while events keep coming: each restart recovers the state from the changelog
     and resumes from the committed offsets (where faust's recovery used to drop records:
@@ -239,7 +211,7 @@ def test_kill_9_mid_run_and_restart_loses_nothing(
     records: list[tuple[bytes | None, bytes]] = [(u.encode(), event(e, u)) for u, e in sent]
     env = worker_env(kafka, topics, tmp_path)
     reader = JobReader(kafka, topics.updates)
-    workers.append(Worker(env, tmp_path / "w1.log"))
+    workers.append(StreamWorkerProcess(env, tmp_path / "w1.log"))
     producing = threading.Thread(
         target=lambda: asyncio.run(produce(kafka, topics.events, records, rate=1_000))
     )
@@ -254,7 +226,7 @@ def test_kill_9_mid_run_and_restart_loses_nothing(
         workers[-1].kill()  # mid-run: jobs out, state and offsets partly written
         if kill == 0:  # (the second worker may catch up in one burst before its kill)
             assert emitted < len(sent), "the worker had finished: not a kill mid-run"
-        workers.append(Worker(env, tmp_path / f"w{len(workers) + 1}.log"))
+        workers.append(StreamWorkerProcess(env, tmp_path / f"w{len(workers) + 1}.log"))
         kill_at = emitted + 300  # the next worker dies soon after it starts emitting
     producing.join()
     reader.wait_for(set(sent), timeout_s=45)
@@ -263,19 +235,19 @@ def test_kill_9_mid_run_and_restart_loses_nothing(
 
 
 def test_two_workers_split_partitions_and_agree_after_rebalance(
-    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[StreamWorkerProcess]
 ) -> None:
     users = [f"r-{i}" for i in range(60)]
     sent = [(users[i % len(users)], f"e{i}") for i in range(4_000)]
     records: list[tuple[bytes | None, bytes]] = [(u.encode(), event(e, u)) for u, e in sent]
     env = worker_env(kafka, topics, tmp_path)
     reader = JobReader(kafka, topics.updates)
-    workers.append(Worker(env, tmp_path / "w1.log"))
+    workers.append(StreamWorkerProcess(env, tmp_path / "w1.log"))
     producing = threading.Thread(
         target=lambda: asyncio.run(produce(kafka, topics.events, records, rate=400))
     )
     producing.start()
-    workers.append(Worker(env, tmp_path / "w2.log"))
+    workers.append(StreamWorkerProcess(env, tmp_path / "w2.log"))
     # Both run: the partitions are split between them (a rebalance mid-stream) ...
     wait_until(lambda: any(0 < len(o) < topics.partitions for o in owned(tmp_path / "w2.log")))
     time.sleep(1)
@@ -314,7 +286,7 @@ def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_metrics_and_health_while_events_flow(
-    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[Worker]
+    kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, workers: list[StreamWorkerProcess]
 ) -> None:
     """``/healthz`` says consuming; ``/metrics`` has the interest_stream_* counters (DLQ by
     reason) and the consumer lag of the worker's own group, read when scraped."""
@@ -322,7 +294,7 @@ def test_metrics_and_health_while_events_flow(
     env = {**worker_env(kafka, topics, tmp_path), "INTEREST_STREAM_METRICS_PORT": str(port)}
     app = env["INTEREST_STREAM_APP_ID"]
     base = f"http://127.0.0.1:{port}"
-    workers.append(Worker(env, tmp_path / "w1.log"))
+    workers.append(StreamWorkerProcess(env, tmp_path / "w1.log"))
     wait_until(lambda: http_get(f"{base}/healthz")[0] == 200, timeout_s=60)
     health = json.loads(http_get(f"{base}/healthz")[1])
     assert health["consuming"] and health["worker"] == "stream" and health["group"] == app
