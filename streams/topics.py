@@ -92,19 +92,13 @@ async def ensure_copartitioned(
     async with _admin(kafka) as admin:
         partitions = await _partition_count(admin, topics.events)
         existing = set(await admin.list_topics())
-        missing = [name for name in internal if name not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(name, partitions, topics.replication_factor) for name in missing]
-                )
-            log.info("created topics %s with %d partitions", missing, partitions)
         for name in (*internal, *changelogs):
             if name in existing and (n := await _partition_count(admin, name)) != partitions:
                 raise PartitionMismatch(
                     f"topic {name} has {n} partitions but {topics.events} has {partitions}; "
                     "per-user stream state is partitioned like the events topic"
                 )
+    await ensure_topics(kafka, topics, tuple(internal), partitions=partitions)
     return partitions
 
 
