@@ -47,7 +47,9 @@ What faust-streaming 0.15.3 does, read from its source (faust-streaming/faust) a
 (e) faust can lose records around a rebalance: its recovery clears the agents' queues after it
     has resumed and sought the partitions, and a fetch straddling a seek hands on stale records,
     which faust then counts as a committable gap. Both are repaired in :mod:`streams.faust_ordering`
-    (a reordered recovery, and a consumer that hands on each partition's records without holes).
+    (a reordered recovery, and a consumer that hands on each partition's records without holes);
+    the latter needs each partition's committed offset, so :func:`run_stream_worker` commits the
+    log start where the group has none before it starts (:mod:`streams.group_offsets`).
 
 Stopping: the first SIGTERM/SIGINT is faust's graceful stop -- fetching stops, the agent processes
 what was already fetched (faust waits for every fetched event to be acked), offsets are committed,
@@ -69,6 +71,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from streams.events import DEFAULT_RULES, EventRules
+from streams.group_offsets import commit_start_offsets
 from streams.lag import LagCollector
 from streams.popularity import PopularityProcessor
 from streams.settings import IntakeSettings, KafkaSettings, TopicSettings
@@ -576,7 +579,10 @@ def run_stream_worker(
         await ensure_topics(kafka, topics)
         if popularity:
             await ensure_popularity_topic(kafka, topics)
-        return await ensure_copartitioned(kafka, topics, internal, changelogs)
+        partitions = await ensure_copartitioned(kafka, topics, internal, changelogs)
+        # Every source partition gets a committed offset before the group starts (see there).
+        await commit_start_offsets(kafka, settings.app_id, [topics.events, *internal], partitions)
+        return partitions
 
     partitions = asyncio.run(ensure())
     worker = StreamWorker(

@@ -1,0 +1,73 @@
+"""Give every source partition of a consumer group a committed offset before the group starts.
+
+Why: a partition without a committed offset starts wherever the reset policy puts the consumer,
+and nothing downstream can tell whether the first record it hands on is really the first one not
+yet applied. With faust-streaming 0.15.3 that is a way to lose records in a brand-new group:
+records fetched before a rebalance can be handed on after it (a fetch straddling the seek), the
+worker takes the first of them as the partition's start, faust commits from there (its
+``Consumer._new_offset`` checks for a hole only against a committed offset), and the records
+before it -- e.g. the ones faust dropped from its queues at the revocation -- are never applied.
+:class:`streams.faust_ordering.GaplessConsumer` catches such a jump whenever it knows the offset
+the partition was sought to, i.e. whenever the group has committed one.
+
+So before a stream worker joins its group, :func:`commit_start_offsets` commits each partition's
+log start offset where the group has none (the same position ``auto_offset_reset=earliest``
+would pick, only now explicit). The broker accepts such a commit only while the group has no
+members; when another worker is already in the group, that worker did it before it joined.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
+
+from streams.settings import KafkaSettings
+from streams.topics import unreachable
+
+log = logging.getLogger(__name__)
+
+
+async def commit_start_offsets(
+    kafka: KafkaSettings, group_id: str, topics: Sequence[str], partitions: int
+) -> dict[TopicPartition, int]:
+    """Commit the log start offset of each partition ``0..partitions-1`` of ``topics`` that has no
+    committed offset in ``group_id``; return what was committed (empty: nothing was missing, or
+    the group is running and its members own the positions)."""
+    consumer = AIOKafkaConsumer(
+        group_id=group_id, enable_auto_commit=False, **kafka.client_kwargs()
+    )
+    try:
+        await consumer.start()
+    except KafkaConnectionError as exc:
+        await consumer.stop()
+        raise unreachable(kafka, exc) from exc
+    try:
+        wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        missing = [tp for tp in wanted if await consumer.committed(tp) is None]
+        if not missing:
+            return {}
+        starts: dict[TopicPartition, int] = await consumer.beginning_offsets(missing)
+        consumer.assign(missing)  # aiokafka commits only assigned partitions (no group join)
+        try:
+            await consumer.commit(starts)
+        except CommitFailedError:
+            # Members joined meanwhile; each committed before joining. One that did not (an
+            # older version) leaves these to the reset policy: say so.
+            left = [tp for tp in missing if await consumer.committed(tp) is None]
+            if left:
+                log.warning(
+                    "group %s is running and has no committed offset for %s: those partitions "
+                    "start where the reset policy puts them",
+                    group_id, ", ".join(f"{tp.topic}:{tp.partition}" for tp in left),
+                )  # fmt: skip
+            return {}
+        log.info(
+            "group %s: committed the log start of %d partitions without an offset",
+            group_id, len(starts),
+        )  # fmt: skip
+        return starts
+    finally:
+        await consumer.stop()
