@@ -22,10 +22,11 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaConnectionError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError
 
 from streams.settings import KafkaSettings
-from streams.topics import unreachable
+from streams.topics import admin_client
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +37,26 @@ async def commit_start_offsets(
     """Commit the log start offset of each partition ``0..partitions-1`` of ``topics`` that has no
     committed offset in ``group_id``; return what was committed (empty: nothing was missing, or
     the group is running and its members own the positions)."""
-    consumer = AIOKafkaConsumer(
-        group_id=group_id, enable_auto_commit=False, **kafka.client_kwargs()
-    )
-    try:
-        await consumer.start()
-    except KafkaConnectionError as exc:
-        await consumer.stop()
-        raise unreachable(kafka, exc) from exc
-    try:
-        wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        missing = [tp for tp in wanted if await consumer.committed(tp) is None]
+    wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+    async with admin_client(kafka) as admin:
+        missing = await _without_offset(admin, group_id, wanted)
         if not missing:
             return {}
-        starts: dict[TopicPartition, int] = await consumer.beginning_offsets(missing)
-        consumer.assign(missing)  # aiokafka commits only assigned partitions (no group join)
+        consumer = AIOKafkaConsumer(
+            group_id=group_id, enable_auto_commit=False, **kafka.client_kwargs()
+        )
+        await consumer.start()
         try:
+            starts: dict[TopicPartition, int] = await consumer.beginning_offsets(missing)
+            # aiokafka commits only assigned partitions; assign() joins no group, and paused
+            # partitions are not fetched.
+            consumer.assign(missing)
+            consumer.pause(*missing)
             await consumer.commit(starts)
         except CommitFailedError:
             # Members joined meanwhile; each committed before joining. One that did not (an
-            # older version) leaves these to the reset policy: say so.
-            left = [tp for tp in missing if await consumer.committed(tp) is None]
+            # older version) leaves these partitions to the reset policy: say so.
+            left = await _without_offset(admin, group_id, missing)
             if left:
                 log.warning(
                     "group %s is running and has no committed offset for %s: those partitions "
@@ -64,10 +64,17 @@ async def commit_start_offsets(
                     group_id, ", ".join(f"{tp.topic}:{tp.partition}" for tp in left),
                 )  # fmt: skip
             return {}
-        log.info(
-            "group %s: committed the log start of %d partitions without an offset",
-            group_id, len(starts),
-        )  # fmt: skip
-        return starts
-    finally:
-        await consumer.stop()
+        finally:
+            await consumer.stop()
+    log.info(
+        "group %s: committed the log start of %d partitions without an offset",
+        group_id, len(starts),
+    )  # fmt: skip
+    return starts
+
+
+async def _without_offset(
+    admin: AIOKafkaAdminClient, group_id: str, tps: list[TopicPartition]
+) -> list[TopicPartition]:
+    committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+    return [tp for tp in tps if tp not in committed or committed[tp].offset < 0]

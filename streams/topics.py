@@ -50,7 +50,7 @@ async def ensure_topics(
     ``INTEREST_TOPICS_PARTITIONS``. An existing topic is left as it is.
     """
     wanted = names or topics.all()
-    async with _admin(kafka) as admin:
+    async with admin_client(kafka) as admin:
         existing = set(await admin.list_topics())
         missing = [n for n in wanted if n not in existing]
         if not missing:
@@ -89,7 +89,7 @@ async def ensure_copartitioned(
     ``murmur2(user_id) % N`` of the events, repartition and changelog topics, and faust assigns
     them together. Raises :class:`PartitionMismatch` if an existing one differs.
     """
-    async with _admin(kafka) as admin:
+    async with admin_client(kafka) as admin:
         partitions = await _partition_count(admin, topics.events)
         existing = set(await admin.list_topics())
         for name in (*internal, *changelogs):
@@ -117,7 +117,8 @@ async def _partition_count(admin: AIOKafkaAdminClient, name: str, wait_s: float 
 
 
 @contextlib.asynccontextmanager
-async def _admin(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+async def admin_client(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client (a one-line :class:`KafkaUnavailable` if the brokers are down)."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     try:
         await admin.start()
