@@ -39,12 +39,18 @@ async def _produce(kafka: KafkaSettings, topic: str, partition: int, n: int) -> 
         await producer.stop()
 
 
-def test_log_start_is_committed_where_the_group_has_no_offset(
-    kafka: KafkaSettings, topics: TopicSettings
-) -> None:
-    group = f"g-{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def fresh(kafka: KafkaSettings, topics: TopicSettings) -> tuple[str, list[TopicPartition]]:
+    """A new group name and the partitions of a new events topic."""
     asyncio.run(ensure_topics(kafka, topics, (topics.events,)))
     tps = [TopicPartition(topics.events, p) for p in range(topics.partitions)]
+    return f"g-{uuid.uuid4().hex[:8]}", tps
+
+
+def test_log_start_is_committed_where_the_group_has_no_offset(
+    kafka: KafkaSettings, topics: TopicSettings, fresh: tuple[str, list[TopicPartition]]
+) -> None:
+    group, tps = fresh
 
     async def scenario() -> None:
         await _produce(kafka, topics.events, 1, 5)
@@ -65,11 +71,9 @@ def test_log_start_is_committed_where_the_group_has_no_offset(
 
 
 def test_existing_offsets_are_kept_and_a_running_group_is_left_alone(
-    kafka: KafkaSettings, topics: TopicSettings
+    kafka: KafkaSettings, topics: TopicSettings, fresh: tuple[str, list[TopicPartition]]
 ) -> None:
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    asyncio.run(ensure_topics(kafka, topics, (topics.events,)))
-    tps = [TopicPartition(topics.events, p) for p in range(topics.partitions)]
+    group, tps = fresh
 
     async def scenario() -> None:
         await _produce(kafka, topics.events, 0, 4)
