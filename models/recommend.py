@@ -73,8 +73,7 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -596,12 +595,34 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class _Default(Enum):
-    TOKEN = 0
+class RecommendOptions(TypedDict, total=False):
+    """The per-call arguments of :meth:`Recommender.recommend` and :meth:`Recommender.plan`.
 
+    Each one left out takes its default; the last three default to the recommender's
+    :class:`RecommendSettings` (``INTEREST_RECOMMEND_*``).
+    """
 
-FROM_SETTINGS: Final = _Default.TOKEN
-"""Default of the per-call tuning arguments: take the value from :class:`RecommendSettings`."""
+    dimensions: Sequence[str] | None
+    """Dimensions to fuse (default: every one the user has)."""
+    limit: int
+    """How many items (1..MAX_LIMIT, default 10)."""
+    filters: Mapping[str, FilterValue] | None
+    """Payload filters: a value, or a list of values any of which may match."""
+    exclude_recent: bool
+    """Leave out the user's recent items (default True)."""
+    exclude_items: Sequence[str]
+    """More item ids to leave out."""
+    diversity: float | None
+    """MMR diversity in [0, 1] (default None: off)."""
+    weights: Mapping[str, float] | None
+    """Per-dimension weights over the recommender's."""
+    popularity_field: str | None
+    """Item payload field with the popularity prior (None: no prior)."""
+    popularity_weight: float
+    """Weight of ln(1 + popularity) in the score."""
+    negative_weight: float
+    """How strongly the negative dimension pushes items away."""
+
 
 # Catalog centroids per client and items collection: (monotonic time read, centroid or None).
 _CENTROIDS: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], tuple[float, FloatArray | None]]]
@@ -704,46 +725,39 @@ class Recommender:
         self,
         vectors: Mapping[str, FloatArray],
         payload: Mapping[str, Any],
-        *,
-        dimensions: Sequence[str] | None = None,
-        limit: int = 10,
-        filters: Mapping[str, FilterValue] | None = None,
-        exclude_recent: bool = True,
-        exclude_items: Sequence[str] = (),
-        diversity: float | None = None,
-        weights: Mapping[str, float] | None = None,
-        popularity_field: str | _Default | None = FROM_SETTINGS,
-        popularity_weight: float | _Default = FROM_SETTINGS,
-        negative_weight: float | _Default = FROM_SETTINGS,
+        **options: Unpack[RecommendOptions],
     ) -> Plan:
         """The request :meth:`recommend` sends for a user with these stored ``vectors`` and
         ``payload`` (pure but for the cached centroid). Raises ``ValueError`` for invalid
         arguments."""
+        unknown = set(options) - set(RecommendOptions.__annotations__)
+        if unknown:  # a caller's mistake, as for any unexpected keyword argument
+            raise TypeError(f"unknown recommend options: {', '.join(sorted(unknown))}")
+        cfg = self.settings
+        limit = options.get("limit", 10)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be an integer in [1, {MAX_LIMIT}], got {limit!r}")
+        diversity = options.get("diversity")
         if diversity is not None and not (
             isinstance(diversity, int | float) and 0.0 <= diversity <= 1.0
         ):
             raise ValueError(f"diversity must be in [0, 1], got {diversity!r}")
-        cfg = self.settings
-        if isinstance(popularity_field, _Default):
-            popularity_field = cfg.popularity_field
+        popularity_field = options.get("popularity_field", cfg.popularity_field)
         negative_weight = _finite_weight(
-            cfg.negative_weight if isinstance(negative_weight, _Default) else negative_weight,
-            "negative_weight",
+            options.get("negative_weight", cfg.negative_weight), "negative_weight"
         )
         popularity_weight = _finite_weight(
-            cfg.popularity_weight if isinstance(popularity_weight, _Default) else popularity_weight,
-            "popularity_weight",
+            options.get("popularity_weight", cfg.popularity_weight), "popularity_weight"
         )
-        merged = {**self.weights, **(weights or {})}
+        filters = options.get("filters")
+        merged = {**self.weights, **(options.get("weights") or {})}
 
         sources, missing = plan_sources(
-            vectors, payload, dimensions=dimensions, weights=merged
+            vectors, payload, dimensions=options.get("dimensions"), weights=merged
         )  # validates dimensions/weights even for unknown users
-        recent = payload.get("recent_items") if exclude_recent else None
+        recent = payload.get("recent_items") if options.get("exclude_recent", True) else None
         recent_ids = [str(i) for i in recent] if isinstance(recent, list) else []
-        excluded = list(dict.fromkeys([*recent_ids, *exclude_items]))
+        excluded = list(dict.fromkeys([*recent_ids, *options.get("exclude_items", ())]))
         query_filter = build_filter(filters, sorted(item_point_id(i) for i in excluded))
         explanation = Explanation(
             excluded=len(excluded),
@@ -786,35 +800,16 @@ class Recommender:
             has_positive,
         )  # fmt: skip
 
-    def recommend(
-        self,
-        user_id: str,
-        *,
-        dimensions: Sequence[str] | None = None,
-        limit: int = 10,
-        filters: Mapping[str, FilterValue] | None = None,
-        exclude_recent: bool = True,
-        exclude_items: Sequence[str] = (),
-        diversity: float | None = None,
-        weights: Mapping[str, float] | None = None,
-        popularity_field: str | _Default | None = FROM_SETTINGS,
-        popularity_weight: float | _Default = FROM_SETTINGS,
-        negative_weight: float | _Default = FROM_SETTINGS,
-    ) -> Recommendation:
+    def recommend(self, user_id: str, **options: Unpack[RecommendOptions]) -> Recommendation:
         """Top ``limit`` items for ``user_id``: personal when the user has vectors, else the
-        documented fallback. Raises ``ValueError`` only for invalid arguments. The tuning
-        arguments default to this recommender's :class:`RecommendSettings`."""
+        documented fallback. Raises ``ValueError`` only for invalid arguments. The options
+        (:class:`RecommendOptions`) default as documented there."""
         vectors, payload = self._load_user(user_id)
-        plan = self.plan(
-            vectors, payload, dimensions=dimensions, limit=limit, filters=filters,
-            exclude_recent=exclude_recent, exclude_items=exclude_items, diversity=diversity,
-            weights=weights, popularity_field=popularity_field,
-            popularity_weight=popularity_weight, negative_weight=negative_weight,
-        )  # fmt: skip
+        plan = self.plan(vectors, payload, **options)
         if plan.request is None:
             return self._fallback(
-                user_id, limit, plan.query_filter, plan.popularity_field, plan.explanation,
-                plan.has_positive,
+                user_id, options.get("limit", 10), plan.query_filter, plan.popularity_field,
+                plan.explanation, plan.has_positive,
             )  # fmt: skip
         points = self.client.query_points(self.items_collection, **plan.request).points
         items, item_sources = [], {}
