@@ -170,7 +170,7 @@ class ProfileSettings(InterestSettings):
 
 
 class RecommendSettings(InterestSettings):
-    """How ``recommend`` fuses a user's vectors (see :mod:`models.recommend`).
+    """How ``recommend`` fuses a user's vectors (see :mod:`models.query_plan`).
 
     ``INTEREST_RECOMMEND_*`` / ``[recommend]``. ``dimension_weights`` overrides the built-in
     weights per name (JSON in the environment: ``{"short_term": 2.0}``); the per-call arguments

@@ -36,7 +36,8 @@ from aiohttp import web
 
 from models.catalog import InvalidItem, load_items, read_items
 from models.encoder import Encoder
-from models.recommend import Recommender, parse_filter_args
+from models.query_plan import parse_filter_args
+from models.recommend import Recommender
 from models.settings import ProfileSettings
 from models.store import InterestStore
 from models.user_view import describe_user

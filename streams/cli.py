@@ -325,7 +325,8 @@ def recommend(
     as_json: bool,
 ) -> None:
     """Recommend items for USER_ID from Qdrant by similarity to the user's interest vectors."""
-    from models.recommend import Recommender, parse_filter_args
+    from models.query_plan import parse_filter_args
+    from models.recommend import Recommender
     from streams.api import check_dimensions
 
     try:

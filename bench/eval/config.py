@@ -20,7 +20,7 @@ from typing import Any, Final
 from models.clusters import ClusterSpec
 from models.interests import DAY_S, HOUR_S, DimensionSpec
 from models.profile import InterestSpec
-from models.recommend import DEFAULT_DIMENSION_WEIGHTS, INTERESTS
+from models.query_plan import DEFAULT_DIMENSION_WEIGHTS, INTERESTS
 from models.settings import ProfileSettings, RecommendSettings
 
 #: Half-life of the single mean-vector baseline: long enough that a MovieLens user's history

@@ -13,7 +13,7 @@ qdrant-client's local mode does (``local_collection.py``: ``search`` → ``np.ar
 ``float32 vectors @ unit query``, the prefetches under the propagated filter, the
 ``FormulaQuery`` rescoring over the prefetches' union in union order, ``float32`` scores, a stable
 sort), vectorised. Only the expression nodes ``build_formula`` emits are understood; anything else
-raises, so a change in ``models/recommend.py`` cannot be silently mis-scored.
+raises, so a change in ``models/query_plan.py`` cannot be silently mis-scored.
 
 Users the Recommender would answer with a fallback (no usable vector) go to the real Recommender.
 :func:`agreement` replays a sample through the real ``Recommender.recommend`` on embedded Qdrant

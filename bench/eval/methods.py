@@ -34,13 +34,8 @@ from bench.eval.world import user_job
 from bench.movielens import MovieLens, UserSplit
 from models.interests import Observation
 from models.profile import batch_compute
-from models.recommend import (
-    INTERESTS,
-    FloatArray,
-    Recommender,
-    catalog_centroid,
-    centered_queries,
-)
+from models.query_plan import INTERESTS, FloatArray, centered_queries
+from models.recommend import Recommender, catalog_centroid
 from models.settings import RecommendSettings
 from models.store import StoredUser
 

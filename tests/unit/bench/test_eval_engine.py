@@ -18,7 +18,8 @@ from qdrant_client import QdrantClient
 from qdrant_client.http import models as qm
 
 from bench.eval.engine import Engine, ItemIndex, Unsupported, agreement, plan, recommend_ids
-from models.recommend import Recommender, build_request
+from models.query_plan import build_request
+from models.recommend import Recommender
 from models.store import InterestStore, open_local_client
 
 DIM = 16
@@ -132,7 +133,7 @@ def test_unsupported_requests_raise(store: InterestStore) -> None:
     with pytest.raises(Unsupported):
         engine.execute(request)
     vectors = {n: v.astype(np.float64) for n, v in user.vectors.items()}
-    from models.recommend import plan_sources
+    from models.query_plan import plan_sources
 
     sources, _ = plan_sources(vectors, user.payload)
     mmr = build_request(

@@ -8,14 +8,13 @@ import pytest
 from qdrant_client import QdrantClient
 
 from models.profile import InterestSpec
+from models.query_plan import centered_queries, mean_lengths
 from models.recommend import (
     DEFAULT_CENTERING,
     DEFAULT_NEGATIVE_WEIGHT,
     DEFAULT_POPULARITY_WEIGHT,
     Recommender,
     catalog_centroid,
-    centered_queries,
-    mean_lengths,
 )
 from models.settings import ProfileSettings, RecommendSettings
 from models.store import InterestStore

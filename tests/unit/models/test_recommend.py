@@ -18,10 +18,8 @@ from hypothesis import strategies as st
 from qdrant_client import QdrantClient
 from qdrant_client.http import models as qm
 
-from models.recommend import (
+from models.query_plan import (
     DEFAULT_DIMENSION_WEIGHTS,
-    Recommendation,
-    Recommender,
     build_filter,
     build_formula,
     build_request,
@@ -29,6 +27,7 @@ from models.recommend import (
     parse_filter_args,
     plan_sources,
 )
+from models.recommend import Recommendation, Recommender
 from models.settings import RecommendSettings
 from models.store import InterestStore, item_point_id
 
