@@ -15,8 +15,8 @@ from typing import Protocol
 
 
 class LazyWrites(Protocol):
-    """The part of a state table's store that the lifecycle needs (streams.stream_app's
-    ``_TableStore``)."""
+    """The part of a state table's store that the lifecycle needs (streams.faust_tables'
+    ``TableStore``)."""
 
     def lazy_due(self, max_age_s: float) -> bool:
         """Whether a lazy write is waiting for at least ``max_age_s``."""
@@ -29,7 +29,7 @@ class LazyWrites(Protocol):
 
 
 class StateStore(LazyWrites, Protocol):
-    """A state table, as streams.stream_app's ``_TableStore`` offers it: the per-user state
+    """A state table, as streams.faust_tables.TableStore offers it: the per-user state
     (key = user_id, value = ``UserState.to_bytes()``) or the item counts (key = item_id, value =
     ``ItemState.to_bytes()``)."""
 
