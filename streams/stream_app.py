@@ -192,6 +192,7 @@ class StreamWorker:
         app.on_before_shutdown.connect(self._on_shutdown)
         # Metrics (served once the worker starts, see start_metrics).
         self.metrics = StreamMetrics(self.processor.stats)
+        self.metrics.flush_lead.set_function(lambda: self.processor.lead.get() / 1000)
         self.metrics_server: MetricsServer | None = None
         self.lag: LagCollector | None = None
         self.state = "starting"

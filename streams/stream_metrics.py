@@ -134,6 +134,12 @@ class StreamMetrics:
         self.consuming = Gauge(
             "interest_worker_consuming", "1 while the worker is consuming", registry=r
         )
+        self.flush_lead = Gauge(
+            "interest_stream_flush_lead_seconds",
+            "How much earlier than max_delay minus slack the worker flushes on age, learned from "
+            "its own late deliveries (streams.triggers.FlushLead); above 0 means a busy worker",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "interest_stream_batch_size",
             "Records per stream batch",

@@ -44,7 +44,7 @@ from streams.dlq import DeadLetter, kafka_source
 from streams.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
 from streams.popularity import Contributions
 from streams.table_owner import StateStore, TableOwner
-from streams.triggers import FlushReason, TriggerPolicy
+from streams.triggers import FlushLead, FlushReason, TriggerPolicy
 from streams.userstate import (
     Applied,
     StateLimits,
@@ -189,6 +189,8 @@ class StreamProcessor(TableOwner):
         self.topics = topics
         self.clock = clock
         self.stats = StreamStats()
+        #: How much earlier to flush on age, learned from this worker's late deliveries.
+        self.lead = FlushLead(policy)
         self._heap: list[tuple[int, bytes]] = []
         self._scheduled: dict[bytes, int] = {}
         #: Decoded states of the users with pending events (the ones the timer will flush), so
@@ -239,7 +241,7 @@ class StreamProcessor(TableOwner):
             due: list[_Due] = []
             for key, (user_id, state) in touched.items():
                 self._save(key, state)
-                reason = self.policy.decide(state.view(), now)
+                reason = self.policy.decide(state.view(), now, self.lead.get())
                 if reason is not None:
                     due.append(_Due(key, user_id, state, reason))
             await self.store.write_back()
@@ -321,6 +323,12 @@ class StreamProcessor(TableOwner):
 
     async def _emit(self, due: list[_Due], now: int, *, check_active: bool) -> None:
         """Steps 2-4 of the module docstring for the due users (lock held)."""
+        lead = self.lead.get()
+        planned = [
+            self.policy.next_check_ms(d.state.view(), lead)
+            for d in due
+            if d.reason is FlushReason.AGE
+        ]
         await self.sink.barrier()
         jobs = [d.state.build_job(d.user_id, now_ms=now, limits=self.limits) for d in due]
         deliveries = [
@@ -328,6 +336,9 @@ class StreamProcessor(TableOwner):
             for d, job in zip(due, jobs, strict=True)
         ]
         await asyncio.gather(*deliveries)
+        if planned:
+            # How late the most delayed of these age flushes landed (streams.triggers.FlushLead).
+            self.lead.update(self._now_ms() - min(p for p in planned if p is not None))
         for d, job in zip(due, jobs, strict=True):
             self.stats.jobs += 1
             self.stats.job_events += len(job.events)
@@ -342,7 +353,7 @@ class StreamProcessor(TableOwner):
     # -- the timer's side ---------------------------------------------------------------------
 
     def _schedule(self, key: bytes, state: UserState) -> None:
-        due = self.policy.next_check_ms(state.view())
+        due = self.policy.next_check_ms(state.view(), self.lead.get())
         if due is None:
             return
         current = self._scheduled.get(key)
@@ -367,7 +378,7 @@ class StreamProcessor(TableOwner):
                 state = self._hot.get(key)
                 if state is None:
                     continue  # nothing pending (flushed since it was scheduled)
-                reason = self.policy.decide(state.view(), now)
+                reason = self.policy.decide(state.view(), now, self.lead.get())
                 if reason is None:
                     self._schedule(key, state)
                 else:

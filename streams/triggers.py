@@ -4,11 +4,14 @@ A stream worker keeps, per user, the events that arrived since the user's last f
 looks at a :class:`PendingView` of that state and the wall clock ``now_ms`` (passed in, so the
 policy is deterministic and testable) and answers whether to flush now and why:
 
-* ``age``    -- the oldest pending event's clock started ``age_ms`` ago (see ``first_seen_ms``).
-  ``age_ms`` is ``max_delay_ms`` minus ``slack_ms``, the part of the latency budget spent
-  elsewhere (the consumer's batch buffer, the flush timer's tick, producing the job). This
-  trigger bounds event -> job latency by ``max_delay_ms`` and fires even for an idle user: the
-  worker's timer asks :meth:`TriggerPolicy.next_check_ms` when to look again.
+* ``age``    -- the oldest pending event's clock started ``age_ms - lead_ms`` ago (see
+  ``first_seen_ms``). ``age_ms`` is ``max_delay_ms`` minus ``slack_ms``, the part of the latency
+  budget spent elsewhere (the consumer's batch buffer, the flush timer's tick, producing the job).
+  ``lead_ms`` (0 unless the caller passes one) is how much earlier still the worker flushes
+  because its own flushes have been landing late: :class:`FlushLead` learns it from the delivered
+  jobs, so a busy worker keeps event -> job latency within ``max_delay_ms`` too. This trigger
+  fires even for an idle user: the worker's timer asks :meth:`TriggerPolicy.next_check_ms` when
+  to look again.
 * ``count``  -- ``flush_count`` events are pending, so the job is worth sending early.
 * ``window`` -- the activity window (event time, tumbling, ``window_ms``) of the earliest pending
   event has closed: the user has an event in a later window, so the closed window's counts are
@@ -18,7 +21,8 @@ policy is deterministic and testable) and answers whether to flush now and why:
 who emits hundreds of events a second still causes at most ``1000 / min_interval_ms`` jobs a
 second; events keep accumulating (bounded by the state's pending cap) until the gate opens. The
 ``age`` trigger needs no gate: the oldest pending event's clock starts no earlier than the last
-flush, so two ``age`` flushes are at least ``age_ms`` apart.
+flush, so two ``age`` flushes are at least ``age_ms - lead_ms`` apart (the lead is capped at half
+of ``age_ms``).
 
 Defaults: ``max_delay_ms`` 1000, ``flush_count`` 64, ``min_interval_ms`` 250. A user at 100
 events/s flushes on ``count`` about every 0.64 s (about 1.6 jobs/s, 64 events each); a user at
@@ -92,17 +96,26 @@ class TriggerPolicy:
         """How long the oldest pending event may wait in the worker before an ``age`` flush."""
         return self.max_delay_ms - self.slack_ms
 
+    @property
+    def max_lead_ms(self) -> int:
+        """The largest ``lead_ms`` that counts (half of ``age_ms``: bounds the age flush rate)."""
+        return self.age_ms // 2
+
+    def _age_due(self, view: PendingView, lead_ms: int) -> int:
+        return view.first_seen_ms + self.age_ms - min(max(lead_ms, 0), self.max_lead_ms)
+
     def window_closed(self, view: PendingView) -> bool:
         """Whether the event-time window of the earliest pending event has closed."""
         if self.window_ms is None or view.count == 0:
             return False
         return view.max_ts_ms // self.window_ms > view.min_ts_ms // self.window_ms
 
-    def decide(self, view: PendingView, now_ms: int) -> FlushReason | None:
-        """The reason to flush this user now, or None to keep waiting."""
+    def decide(self, view: PendingView, now_ms: int, lead_ms: int = 0) -> FlushReason | None:
+        """The reason to flush this user now, or None to keep waiting (``lead_ms``: flush on age
+        that much earlier, at most :attr:`max_lead_ms`)."""
         if view.count <= 0:
             return None
-        if now_ms - view.first_seen_ms >= self.age_ms:
+        if now_ms >= self._age_due(view, lead_ms):
             return FlushReason.AGE
         if now_ms - view.last_flush_ms >= self.min_interval_ms:
             if view.count >= self.flush_count:
@@ -111,15 +124,52 @@ class TriggerPolicy:
                 return FlushReason.WINDOW
         return None
 
-    def next_check_ms(self, view: PendingView) -> int | None:
+    def next_check_ms(self, view: PendingView, lead_ms: int = 0) -> int | None:
         """The earliest wall time at which :meth:`decide` says flush, if no new event arrives.
 
-        ``decide(view, t)`` is not None exactly when ``t >= next_check_ms(view)``; None means
-        nothing is pending. The worker's timer keeps users ordered by this time.
+        ``decide(view, t, lead_ms)`` is not None exactly when ``t >= next_check_ms(view,
+        lead_ms)``; None means nothing is pending. The worker's timer keeps users ordered by
+        this time.
         """
         if view.count <= 0:
             return None
-        due = view.first_seen_ms + self.age_ms
+        due = self._age_due(view, lead_ms)
         if view.count >= self.flush_count or self.window_closed(view):
             due = min(due, view.last_flush_ms + self.min_interval_ms)
         return due
+
+
+class FlushLead:
+    """How much earlier to flush on ``age`` so that jobs still land within ``max_delay_ms``.
+
+    A job's latency in the worker is ``age_ms - lead + late``, where ``late`` is how long after
+    its planned moment (``first_seen_ms + age_ms - lead``) the job was delivered: the timer's
+    tick, waiting for the batch in progress, the producer flush and the send. Keeping it within
+    ``max_delay_ms`` needs ``lead >= late - slack_ms``. :meth:`update` takes each age flush's
+    ``late``; :meth:`get` is a peak of them that fades by ``decay`` per update, less
+    ``slack_ms``, within ``[0, max_lead_ms]``. An idle worker keeps lead 0 (flushes at the
+    planned ``age_ms``); a worker whose flushes land late (a busy machine, a slow broker) flushes
+    earlier until they fit again.
+
+    >>> lead = FlushLead(TriggerPolicy(max_delay_ms=1000, slack_ms=100), decay=0.5)
+    >>> lead.update(40); lead.get()  # within the slack
+    0
+    >>> lead.update(300); lead.get()
+    200
+    >>> lead.update(0); lead.get()  # fading: the peak halves with each update
+    50
+    """
+
+    def __init__(self, policy: TriggerPolicy, *, decay: float = 0.99) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.slack_ms = policy.slack_ms
+        self.max_lead_ms = policy.max_lead_ms
+        self._peak = 0.0
+
+    def update(self, late_ms: float) -> None:
+        self._peak = max(float(late_ms), self._peak * self.decay)
+
+    def get(self) -> int:
+        return min(self.max_lead_ms, max(0, round(self._peak) - self.slack_ms))

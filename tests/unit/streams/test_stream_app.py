@@ -462,3 +462,43 @@ def test_metrics_server_serves_counters_and_health_and_survives_a_busy_port(
             await w2.stop_metrics()
 
     asyncio.run(run())
+
+
+class _SlowSink(FakeSink):
+    """Each flush's producer barrier takes ``delay_ms`` (a busy broker or machine)."""
+
+    def __init__(self, store: FakeStore, clock: Clock, delay_ms: int) -> None:
+        super().__init__(store)
+        self.clock, self.delay_ms = clock, delay_ms
+        self.delivered: list[int] = []
+
+    async def barrier(self) -> None:
+        self.clock.ms += self.delay_ms
+        await super().barrier()
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, **kw: Any) -> Any:
+        if topic == TOPICS.updates:
+            self.delivered.append(self.clock.ms)
+        return await super().send(topic, key, value, **kw)
+
+
+def test_a_worker_whose_flushes_land_late_learns_to_flush_earlier() -> None:
+    """Flushes that take 300 ms to deliver: the first single-event job lands past max_delay, then
+    the worker flushes on age earlier (streams.triggers.FlushLead) and every later one fits."""
+    store, clock = FakeStore(), Clock()
+    sink = _SlowSink(store, clock, delay_ms=300)
+    policy = TriggerPolicy(flush_count=100, max_delay_ms=1000, slack_ms=100)
+    p = processor(store, sink, clock, policy=policy)
+    latencies = []
+    for i in range(12):
+        clock.ms += 1_000 + 17 * i  # ticks land at every phase of the timer
+        published = clock.ms
+        raw = value(f"e{i}", ts=published)
+        asyncio.run(p.process_batch([Record(TOPICS.events, 0, i, b"u1", raw, published)]))
+        while len(sink.jobs) == i:
+            clock.ms += 50  # the timer's tick
+            asyncio.run(p.flush_due())
+        latencies.append(sink.delivered[-1] - published)
+    assert latencies[0] > policy.max_delay_ms
+    assert max(latencies[1:]) <= policy.max_delay_ms, latencies
+    assert p.lead.get() >= 300 - policy.slack_ms

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.triggers import FlushReason, PendingView, TriggerPolicy
+from streams.triggers import FlushLead, FlushReason, PendingView, TriggerPolicy
 
 T0 = 1_700_000_000_000
 
@@ -38,12 +38,15 @@ def views(draw: st.DrawFn) -> PendingView:
     )
 
 
-@given(policies(), views(), st.integers(T0 - 30_000, T0 + 30_000))
+leads = st.one_of(st.just(0), st.integers(-100, 6_000))
+
+
+@given(policies(), views(), st.integers(T0 - 30_000, T0 + 30_000), leads)
 def test_decide_fires_exactly_from_next_check(
-    policy: TriggerPolicy, view: PendingView, now: int
+    policy: TriggerPolicy, view: PendingView, now: int, lead: int
 ) -> None:
-    due = policy.next_check_ms(view)
-    reason = policy.decide(view, now)
+    due = policy.next_check_ms(view, lead)
+    reason = policy.decide(view, now, lead)
     if view.count == 0:
         assert due is None and reason is None
     else:
@@ -51,11 +54,17 @@ def test_decide_fires_exactly_from_next_check(
         assert (reason is not None) == (now >= due)
 
 
-@given(policies(), views())
-def test_age_bound_always_flushes(policy: TriggerPolicy, view: PendingView) -> None:
-    """Whatever else holds, a user is due once its oldest pending event is age_ms old."""
+@given(policies(), views(), leads)
+def test_age_bound_always_flushes(policy: TriggerPolicy, view: PendingView, lead: int) -> None:
+    """Whatever else holds, a user is due once its oldest pending event is age_ms old -- or
+    earlier by the lead, but never by more than half of age_ms."""
     if view.count:
-        assert policy.decide(view, view.first_seen_ms + policy.age_ms) is not None
+        assert policy.decide(view, view.first_seen_ms + policy.age_ms, lead) is not None
+        effective = min(max(lead, 0), policy.max_lead_ms)
+        assert policy.decide(view, view.first_seen_ms + policy.age_ms - effective, lead)
+        early = view.first_seen_ms + policy.age_ms - effective - 1
+        if policy.decide(view, early, lead) is FlushReason.AGE:
+            raise AssertionError("age fired before age_ms - lead")
 
 
 @given(policies(), views(), st.integers(0, 60_000))
@@ -171,3 +180,26 @@ def test_window_close_flushes_after_gate() -> None:
 def test_invalid_policies_are_refused(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         TriggerPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_flush_lead_keeps_a_late_worker_within_max_delay() -> None:
+    """A worker whose age flushes land ``late`` ms after their planned moment: with the learned
+    lead its jobs fit within max_delay again (latency = age_ms - lead + late), up to the cap."""
+    policy = TriggerPolicy(max_delay_ms=1000, slack_ms=100)
+    for late in (0, 50, 100, 250, 400, 550):
+        lead = FlushLead(policy)
+        latencies = []
+        for _ in range(20):
+            used = lead.get()
+            latencies.append(policy.age_ms - used + late)
+            lead.update(late)
+        assert max(latencies[1:]) <= policy.max_delay_ms, late
+        assert lead.get() == max(0, late - policy.slack_ms)
+    lead = FlushLead(policy)
+    lead.update(5_000)  # a stall (GC, rebalance, backlog): capped, so age flushes stay apart
+    assert lead.get() == policy.max_lead_ms == 450
+    for _ in range(400):
+        lead.update(0)
+    assert lead.get() == 0  # and forgotten once deliveries are prompt again
+    with pytest.raises(ValueError, match="decay"):
+        FlushLead(policy, decay=1.0)
