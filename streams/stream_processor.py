@@ -191,6 +191,7 @@ class StreamProcessor(TableOwner):
         self.stats = StreamStats()
         #: How much earlier to flush on age, learned from this worker's late deliveries.
         self.lead = FlushLead(policy)
+        self._last_tick_ms = 0
         self._heap: list[tuple[int, bytes]] = []
         self._scheduled: dict[bytes, int] = {}
         #: Decoded states of the users with pending events (the ones the timer will flush), so
@@ -246,7 +247,7 @@ class StreamProcessor(TableOwner):
                     due.append(_Due(key, user_id, state, reason))
             await self.store.write_back()
             if due:
-                await self._emit(due, now, check_active=False)
+                await self._emit(due, now)
             for key, (_user_id, state) in touched.items():
                 self._schedule(key, state)
             if self._items:
@@ -321,14 +322,20 @@ class StreamProcessor(TableOwner):
         else:
             self.stats.replays += 1
 
-    async def _emit(self, due: list[_Due], now: int, *, check_active: bool) -> None:
-        """Steps 2-4 of the module docstring for the due users (lock held)."""
-        lead = self.lead.get()
-        planned = [
-            self.policy.next_check_ms(d.state.view(), lead)
-            for d in due
-            if d.reason is FlushReason.AGE
-        ]
+    async def _emit(self, due: list[_Due], now: int, *, timer_since: int | None = None) -> None:
+        """Steps 2-4 of the module docstring for the due users (lock held). ``timer_since``: the
+        timer's flush (only those revocation can overtake), with the time of its previous tick."""
+        check_active = timer_since is not None
+        planned: list[int] = []
+        if timer_since is not None:
+            # How late the timer's age flushes land (streams.triggers.FlushLead), counted from
+            # their planned moment -- or from the previous tick, for users that were due before
+            # it (they arrived late, a backlog: the lead cannot help those).
+            lead = self.lead.get()
+            for d in due:
+                at = self.policy.next_check_ms(d.state.view(), lead)
+                if d.reason is FlushReason.AGE and at is not None:
+                    planned.append(max(at, timer_since))
         await self.sink.barrier()
         jobs = [d.state.build_job(d.user_id, now_ms=now, limits=self.limits) for d in due]
         deliveries = [
@@ -337,8 +344,7 @@ class StreamProcessor(TableOwner):
         ]
         await asyncio.gather(*deliveries)
         if planned:
-            # How late the most delayed of these age flushes landed (streams.triggers.FlushLead).
-            self.lead.update(self._now_ms() - min(p for p in planned if p is not None))
+            self.lead.update(self._now_ms() - min(planned))
         for d, job in zip(due, jobs, strict=True):
             self.stats.jobs += 1
             self.stats.job_events += len(job.events)
@@ -363,7 +369,9 @@ class StreamProcessor(TableOwner):
 
     async def flush_due(self) -> int:
         """Flush every owned user whose trigger fires now (the timer); return how many."""
-        if not self._heap or self._heap[0][0] > self._now_ms():
+        tick = self._now_ms()
+        previous, self._last_tick_ms = self._last_tick_ms or tick, tick
+        if not self._heap or self._heap[0][0] > tick:
             return 0
         async with self.lock:
             now = self._now_ms()
@@ -384,7 +392,7 @@ class StreamProcessor(TableOwner):
                 else:
                     due.append(_Due(key, key.decode(), state, reason))
             if due:
-                await self._emit(due, now, check_active=True)
+                await self._emit(due, now, timer_since=previous)
             return len(due)
 
     # -- rebalancing ----------------------------------------------------------------------------

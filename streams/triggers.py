@@ -147,9 +147,11 @@ class FlushLead:
     tick, waiting for the batch in progress, the producer flush and the send. Keeping it within
     ``max_delay_ms`` needs ``lead >= late - slack_ms``. :meth:`update` takes each age flush's
     ``late``; :meth:`get` is a peak of them that fades by ``decay`` per update, less
-    ``slack_ms``, within ``[0, max_lead_ms]``. An idle worker keeps lead 0 (flushes at the
-    planned ``age_ms``); a worker whose flushes land late (a busy machine, a slow broker) flushes
-    earlier until they fit again.
+    ``slack_ms``, within ``[0, max_lead_ms]`` (a sample past that bound counts as the bound).
+    An idle worker keeps lead 0 (flushes at the planned ``age_ms``); a worker whose flushes land
+    late (a busy machine, a slow broker) flushes earlier until they fit again. The worker counts
+    only its timer's flushes, from their planned moment or its previous tick, whichever is later:
+    users that arrived already due (a backlog) are late for reasons no lead can help.
 
     >>> lead = FlushLead(TriggerPolicy(max_delay_ms=1000, slack_ms=100), decay=0.5)
     >>> lead.update(40); lead.get()  # within the slack
@@ -160,7 +162,7 @@ class FlushLead:
     50
     """
 
-    def __init__(self, policy: TriggerPolicy, *, decay: float = 0.99) -> None:
+    def __init__(self, policy: TriggerPolicy, *, decay: float = 0.998) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
@@ -169,7 +171,10 @@ class FlushLead:
         self._peak = 0.0
 
     def update(self, late_ms: float) -> None:
-        self._peak = max(float(late_ms), self._peak * self.decay)
+        # A sample beyond what saturates the lead (a stall) counts as saturating it, so that it
+        # fades as fast as any other.
+        late = min(float(late_ms), float(self.max_lead_ms + self.slack_ms))
+        self._peak = max(late, self._peak * self.decay)
 
     def get(self) -> int:
         return min(self.max_lead_ms, max(0, round(self._peak) - self.slack_ms))

@@ -502,3 +502,26 @@ def test_a_worker_whose_flushes_land_late_learns_to_flush_earlier() -> None:
     assert latencies[0] > policy.max_delay_ms
     assert max(latencies[1:]) <= policy.max_delay_ms, latencies
     assert p.lead.get() >= 300 - policy.slack_ms
+
+
+def test_a_backlog_does_not_make_the_worker_flush_early() -> None:
+    """Events that were due before they arrived (a worker catching up) are flushed at once and
+    teach the lead nothing: the next user still waits the full age."""
+    store, clock = FakeStore(), Clock()
+    sink = FakeSink(store)
+    policy = TriggerPolicy(flush_count=100, max_delay_ms=1000, slack_ms=100)
+    p = processor(store, sink, clock, policy=policy)
+    old = clock.ms - 60_000
+    backlog = [
+        Record(TOPICS.events, 0, i, f"b{i}".encode(), value(f"e{i}", user=f"b{i}", ts=old), old)
+        for i in range(20)
+    ]
+    asyncio.run(p.process_batch(backlog))
+    assert len(sink.jobs) == 20 and p.lead.get() == 0
+    fresh = clock.ms
+    raw = value("f", user="u1", ts=fresh)
+    asyncio.run(p.process_batch([Record(TOPICS.events, 0, 20, b"u1", raw, fresh)]))
+    clock.ms += policy.age_ms - 1
+    assert asyncio.run(p.flush_due()) == 0
+    clock.ms += 1
+    assert asyncio.run(p.flush_due()) == 1 and p.lead.get() == 0
