@@ -63,7 +63,11 @@ log = logging.getLogger(__name__)
 
 
 class OrderedRecovery(Recovery):
-    """faust's ``Recovery`` whose last step clears and seeks before it resumes the partitions."""
+    """faust's ``Recovery`` whose last step clears and seeks before it resumes the partitions.
+
+    A copy of faust-streaming 0.15.3's ``on_recovery_completed`` with its steps reordered (the
+    pin in pyproject.toml keeps to 0.15.x): re-check it against faust's on any upgrade.
+    """
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         """Call when active table recovery is completed (faust's steps, reordered: see 1.)."""
