@@ -193,6 +193,7 @@ class Plan:
     explanation: Explanation  # without results yet
     popularity_field: str | None  # as requested (the fallback orders by it)
     has_positive: bool
+    limit: int  # as validated (the fallback returns as many)
 
 
 def catalog_centroid(
@@ -319,7 +320,9 @@ class Recommender:
         )
         has_positive = any(name != NEGATIVE for name in vectors)
         if not sources:
-            return Plan(None, (), {}, query_filter, explanation, popularity_field, has_positive)
+            return Plan(
+                None, (), {}, query_filter, explanation, popularity_field, has_positive, limit
+            )
 
         centroid = self.centroid()
         queries = centered_queries(vectors, payload, centroid, cfg.centering)
@@ -349,7 +352,7 @@ class Recommender:
         )
         return Plan(
             request, tuple(sources), queries, query_filter, explanation, popularity_field,
-            has_positive,
+            has_positive, limit,
         )  # fmt: skip
 
     def recommend(self, user_id: str, **options: Unpack[RecommendOptions]) -> Recommendation:
@@ -359,10 +362,7 @@ class Recommender:
         vectors, payload = self._load_user(user_id)
         plan = self.plan(vectors, payload, **options)
         if plan.request is None:
-            return self._fallback(
-                user_id, options.get("limit", 10), plan.query_filter, plan.popularity_field,
-                plan.explanation, plan.has_positive,
-            )  # fmt: skip
+            return self._fallback(user_id, plan)
         points = self.client.query_points(self.items_collection, **plan.request).points
         items, item_sources = [], {}
         for point in points:
@@ -396,25 +396,18 @@ class Recommender:
             return {}, {}
         return _vectors(records[0].vector), dict(records[0].payload or {})
 
-    def _fallback(
-        self,
-        user_id: str,
-        limit: int,
-        query_filter: qm.Filter | None,
-        popularity_field: str | None,
-        explanation: Explanation,
-        has_positive: bool,
-    ) -> Recommendation:
+    def _fallback(self, user_id: str, plan: Plan) -> Recommendation:
         """Most popular items (one ``OrderByQuery``), or nothing with the reason in the note."""
         why = (
             "none of the requested dimensions has a vector yet"
-            if has_positive
+            if plan.has_positive
             else "no interest vectors for this user yet"
         )
+        popularity_field, limit = plan.popularity_field, plan.limit
 
         def answer(strategy: Strategy, items: list[RecommendedItem], note: str) -> Recommendation:
             field = popularity_field if strategy == "fallback_popular" else None
-            expl = replace(explanation, popularity_field=field, note=note)
+            expl = replace(plan.explanation, popularity_field=field, note=note)
             return Recommendation(user_id, strategy, tuple(items), expl)
 
         if not popularity_field:
@@ -424,7 +417,7 @@ class Recommender:
             points = self.client.query_points(
                 self.items_collection,
                 query=qm.OrderByQuery(order_by=order),
-                query_filter=query_filter,
+                query_filter=plan.query_filter,
                 limit=2 * limit,  # a list-valued field may return a point once per value
                 with_payload=True,
             ).points
