@@ -18,12 +18,14 @@ members; when another worker is already in the group, that worker did it before 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from streams.settings import KafkaSettings
 from streams.topics import admin_client
@@ -74,7 +76,22 @@ async def commit_start_offsets(
 
 
 async def _without_offset(
-    admin: AIOKafkaAdminClient, group_id: str, tps: list[TopicPartition]
+    admin: AIOKafkaAdminClient, group_id: str, tps: list[TopicPartition], wait_s: float = 30.0
 ) -> list[TopicPartition]:
-    committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
-    return [tp for tp in tps if tp not in committed or committed[tp].offset < 0]
+    """The partitions of ``tps`` the group has no committed offset for.
+
+    On a broker that has just started, the group's coordinator is not ready yet (Kafka creates
+    its offsets topic on first use) and the admin client does not retry: retriable errors are
+    asked again for up to ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() >= deadline:
+                raise
+            log.info("group %s: coordinator not ready (%s), asking again", group_id, exc)
+            await asyncio.sleep(0.2)
+            continue
+        return [tp for tp in tps if tp not in committed or committed[tp].offset < 0]
