@@ -1,4 +1,4 @@
-"""Every record of a partition reaches the agent, in order: two repairs to faust-streaming 0.15.3.
+"""Every record of a partition reaches the agent, in order: repairs to faust-streaming 0.15.3.
 
 The stream worker's restart protocol (:mod:`streams.stream_processor`) skips a record whose offset
 is at or below the last one applied to its user, so it needs each partition's records in offset
@@ -31,6 +31,17 @@ ways (found by the integration tests, read from faust's source, confirmed with l
    worker commits each partition's log start before its group starts
    (:mod:`streams.group_offsets`): every stream partition has a known position.
 
+3. **A partition can stop being read** while the others go on. Seen once (CI, the kill -9 test):
+   a restarted worker read one partition's first fetch and then nothing more of it for 45 s while
+   its records waited; cause unknown (the worker's logs were lost with it). aiokafka does not
+   fetch a partition again while records it fetched for it wait unread, and faust reads only the
+   partitions in its "active" set (it takes one out while the agent's buffer is full and puts it
+   back when the buffer drains), so a partition left out of that set is never read again.
+   :class:`GaplessConsumer` watches for it (:class:`streams.partition_order.StallWatch`): a
+   stream partition with records past its expected offset that has handed none on for
+   ``STALL_AFTER_S`` (while faust is not recovering, rebalancing or pausing it) is logged with
+   the consumer's view of it, put back into faust's active set and sought to its expected offset.
+
 Measured (tests/integration/test_stream_worker.py, rebalance and kill -9 tests, 2 busy cores):
 before, the two-worker rebalance test lost records in 3 of 19 runs (5 of 8 with only repair 1 on a
 busier machine). With both, 26 runs of both tests in a row passed while the consumer re-read a
@@ -49,17 +60,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP, Message
 
-from streams.partition_order import PartitionOrder, Verdict
+from streams.partition_order import PartitionOrder, StallWatch, Verdict
 
 log = logging.getLogger(__name__)
+
+#: A stream partition with records waiting that hands none on for this long is read again (3.).
+#: Far above what a healthy worker shows: faust holds a partition back only until the agent's
+#: buffer drains, and a worker that cannot drain it for this long is stalled as a whole anyway.
+STALL_AFTER_S = 20.0
 
 
 class OrderedRecovery(Recovery):
@@ -122,13 +140,25 @@ class OrderedTableManager(TableManager):
 
 class GaplessConsumer(Consumer):
     """faust's aiokafka consumer that hands on each stream partition's records without holes
-    (see 2.; the decision is :class:`streams.partition_order.PartitionOrder`'s)."""
+    (see 2.; the decision is :class:`streams.partition_order.PartitionOrder`'s) and puts a
+    partition that stopped being read back into the fetch (see 3.)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.order = PartitionOrder()
+        self.watch = StallWatch(STALL_AFTER_S)
+        self.clock: Callable[[], float] = time.monotonic
+        self._next_watch = 0.0
+
+    def repairs(self) -> dict[str, int]:
+        """Running totals of the repairs: re-reads of stale fetches, accepted jumps, stalls."""
+        return {"refetch": self.order.refetches, "gap": self.order.gaps, "stall": self.watch.stalls}
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 (faust's signature)
+        now = self.clock()
+        if now >= self._next_watch:  # faust's fetch loop calls this at least once a second
+            self._next_watch = now + 1.0
+            await self._resume_stalled(now)
         stale: set[TP] = set()
         changelogs = self.app.tables.changelog_topics
         async for tp, message in super().getmany(timeout):
@@ -149,7 +179,36 @@ class GaplessConsumer(Consumer):
                 continue
             if verdict is Verdict.GAP:
                 log.info("%s:%d: offsets before %d hold no records", *tp, message.offset)
+            self.watch.progress(tp, now)
             yield tp, message
+
+    async def _resume_stalled(self, now: float) -> None:
+        """Put the stream partitions that stopped being read back into the fetch (see 3.)."""
+        waiting: dict[TP, tuple[int, int]] = {}
+        if not self.app.in_recovery and self.flow_active:
+            changelogs = self.app.tables.changelog_topics
+            for tp in self.assignment():
+                expected = self.order.expected(tp)
+                if expected is None or tp in self._paused_partitions or tp.topic in changelogs:
+                    continue
+                try:
+                    end = self.highwater(tp)  # as of the partition's last fetch
+                except (AssertionError, IllegalStateError):  # aiokafka: revoked meanwhile
+                    continue
+                if end is not None and end > expected:
+                    waiting[tp] = (expected, end)
+        for tp in self.watch.stalled(waiting, now):
+            expected, end = waiting[tp]
+            active = self._get_active_partitions()
+            log.warning(
+                "%s:%d: offsets %d..%d wait and none was read for %.0f s (in faust's fetch: %s, "
+                "held back for a full buffer: %s): putting it back, reading again from %d",
+                tp.topic, tp.partition, expected, end - 1, self.watch.after_s,
+                tp in active, tp in self._buffered_partitions, expected,
+            )  # fmt: skip
+            active.add(tp)
+            self._buffered_partitions.discard(tp)
+            await self._read_again(tp, expected)
 
     async def _read_again(self, tp: TP, offset: int) -> None:
         # seek_wait runs the seek in the consumer's thread (faust's plain ``seek`` touches
@@ -185,11 +244,13 @@ class GaplessConsumer(Consumer):
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         self.order.forget(revoked)
+        self.watch.forget(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         # A partition that comes back is sought by recovery before it is read again.
         self.order.forget(set(self._read_offset) - set(assigned))
+        self.watch.forget(set(self._read_offset) - set(assigned))
         await super().on_partitions_assigned(assigned, generation_id)
 
     def _is_leader_tp(self, tp: Any) -> bool:
@@ -200,3 +261,4 @@ class GaplessConsumer(Consumer):
         tp = TP(tp.topic, tp.partition)
         if not self._is_changelog_tp(tp):
             self.order.seek(tp, offset)
+            self.watch.progress(tp, self.clock())

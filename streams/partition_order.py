@@ -25,6 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from enum import Enum
+from typing import TypeVar
+
+P = TypeVar("P", bound=Hashable)
 
 
 class Verdict(Enum):
@@ -86,3 +89,64 @@ class PartitionOrder:
         if expected is None or offset >= expected:
             self._expected[partition] = offset + 1
         return verdict, None
+
+
+class StallWatch:
+    """Which partitions have records waiting but have handed none on for ``after_s`` seconds.
+
+    Why: a consumer can stop reading one partition while it reads the others. Seen once in CI
+    with faust-streaming 0.15.3 (tests/integration/test_stream_worker.py, kill -9 test): after a
+    restart one partition's committed offset stayed where the first fetch left it for over 45 s
+    while its records waited and the other two partitions were read to their end; the worker was
+    alive and its logs (then block-buffered) were lost with the kill, so the cause is not known.
+    aiokafka does not fetch a partition again while records it fetched for it are still buffered,
+    and faust only drains the partitions in its "active" set, so one partition dropped from that
+    set stays unread for good. The consumer asks :meth:`stalled` about once a second with the
+    partitions that have records past their next expected offset and puts back the ones it names.
+
+    The clock of a partition runs while it is waiting and nothing of it is handed on: it restarts
+    at every record handed on (:meth:`progress`) and whenever the partition is not waiting (no
+    records past its position, or paused on purpose), so a partition idle for an hour and then
+    sent one record is not taken for stalled.
+
+    >>> watch = StallWatch(after_s=20)
+    >>> watch.stalled({"p0", "p1"}, now=0.0)  # both start waiting now
+    []
+    >>> watch.progress("p0", now=15.0)
+    >>> watch.stalled({"p0", "p1"}, now=21.0)
+    ['p1']
+    >>> watch.stalled({"p0", "p1"}, now=22.0)  # named once per after_s
+    []
+    """
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self._since: dict[Hashable, float] = {}
+        self._waiting: set[Hashable] = set()  # as of the last call of stalled()
+        self.stalls = 0
+
+    def progress(self, partition: Hashable, now: float) -> None:
+        """A record of the partition was handed on (or it was sought): its clock restarts."""
+        self._since[partition] = now
+
+    def forget(self, partitions: Iterable[Hashable]) -> None:
+        """The partitions are no longer assigned."""
+        for partition in partitions:
+            self._since.pop(partition, None)
+            self._waiting.discard(partition)
+
+    def stalled(self, waiting: Iterable[P], now: float) -> list[P]:
+        """Of ``waiting`` (partitions with records past their position, fetching not paused on
+        purpose), those that have handed nothing on for ``after_s``; their clocks restart."""
+        candidates = set(waiting)
+        stalled: list[P] = []
+        for partition in candidates:
+            since = self._since.get(partition)
+            if since is None or partition not in self._waiting:
+                self._since[partition] = now  # starts waiting now
+            elif now - since >= self.after_s:
+                stalled.append(partition)
+                self._since[partition] = now
+        self._waiting = set(candidates)
+        self.stalls += len(stalled)
+        return sorted(stalled, key=repr)

@@ -62,11 +62,13 @@ with one event per job costs one job and about 1.3 changelog writes per event on
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import signal
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from streams.events import DEFAULT_RULES, EventRules
@@ -191,7 +193,7 @@ class StreamWorker:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_before_shutdown.connect(self._on_shutdown)
         # Metrics (served once the worker starts, see start_metrics).
-        self.metrics = StreamMetrics(self.processor.stats)
+        self.metrics = StreamMetrics(self.processor.stats, repairs=lambda: _repairs(app))
         self.metrics.flush_lead.set_function(lambda: self.processor.lead.get() / 1000)
         self.metrics_server: MetricsServer | None = None
         self.lag: LagCollector | None = None
@@ -385,6 +387,13 @@ class StreamWorker:
             self.lag = None
 
 
+def _repairs(app: Any) -> Mapping[str, int]:
+    # faust builds its consumer (a GaplessConsumer, see StreamWorker) when the app starts; a
+    # scrape must not build it earlier.
+    consumer = app._consumer
+    return consumer.repairs() if hasattr(consumer, "repairs") else {}
+
+
 async def _collect(
     queue: asyncio.Queue[Any], max_: int, within: float, feeder: asyncio.Future[None]
 ) -> list[Any]:
@@ -517,6 +526,11 @@ def run_stream_worker(
                 log.warning("second %s while stopping: exiting now", signum.name)
                 os._exit(128 + signum.value)
 
+    # faust logs to stdout, which Python block-buffers when it is a pipe or a file (systemd, a
+    # container runtime, a test's log file): the last lines before a crash or a kill -9 -- the
+    # ones that explain it -- would never be written, and a log shipper sees the rest late.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
     faust_worker = _Worker(
         worker.app, loglevel=settings.loglevel, redirect_stdouts=False, quiet=True

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter as CounterOf
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -127,10 +127,19 @@ class _StatsCollector(Collector):
 class StreamMetrics:
     """What a stream worker exports (its own registry, as :class:`streams.metrics.EmbedMetrics`)."""
 
-    def __init__(self, stats: StatsLike, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        stats: StatsLike,
+        registry: CollectorRegistry | None = None,
+        *,
+        repairs: Callable[[], Mapping[str, int]] = dict,
+    ) -> None:
+        """``repairs`` gives the consumer's running totals of what it repaired around faust
+        (``GaplessConsumer.repairs``), read at scrape time."""
         self.registry = registry or CollectorRegistry()
         r = self.registry
         r.register(_StatsCollector(stats))
+        r.register(_RepairsCollector(repairs))
         self.consuming = Gauge(
             "interest_worker_consuming", "1 while the worker is consuming", registry=r
         )
@@ -149,6 +158,32 @@ class StreamMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RepairsCollector(Collector):
+    def __init__(self, repairs: Callable[[], Mapping[str, int]]) -> None:
+        self.repairs = repairs
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for kind, n in sorted(self.repairs().items()):
+            family.add_metric([kind], n)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        # Without reading the consumer: faust creates it on first access, which must happen on
+        # the worker's event loop, not at registration.
+        yield self._family()
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "interest_stream_consumer_repairs",
+            "What the stream consumer repaired around faust (streams.faust_ordering): refetch = "
+            "a stale fetch read again, gap = an offset jump accepted as holding no records, "
+            "stall = a partition put back into the fetch after it stopped being read",
+            labels=["kind"],
+        )
 
 
 class MetricsServer:

@@ -36,17 +36,24 @@ from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
+LOUD_LEVELS = ("WARNING", "ERROR", "CRITICAL")
+
 
 @pytest.fixture
 def workers(
     kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
 ) -> Iterator[list[StreamWorkerProcess]]:
-    """Worker processes a test starts (killed at the end if still running); topics exist."""
+    """Worker processes a test starts (killed at the end if still running); topics exist.
+
+    Their warnings and errors are printed at the end: pytest shows them with a failed test."""
     asyncio.run(ensure_topics(kafka, topics))
     started: list[StreamWorkerProcess] = []
     yield started
     for w in started:
         w.close()
+        lines = Path(w.log.name).read_text(errors="replace").splitlines()
+        loud = [line for line in lines if any(f"] [{lv}] " in line for lv in LOUD_LEVELS)]
+        print(f"== {w.log.name}: {len(lines)} lines, warnings and errors:", *loud[-30:], sep="\n")
 
 
 def worker_env(kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path) -> dict[str, str]:
@@ -342,6 +349,9 @@ def test_metrics_and_health_while_events_flow(
     assert got[("interest_stream_dlq_total", (("reason", "unknown_type"),))] == 1
     assert got[("interest_worker_consuming", ())] == 1
     assert got[("interest_consumer_lag_read_ok", ())] == 1
+    # One worker from a fresh group: nothing stale to re-read, no partition stalled.
+    for kind in ("refetch", "gap", "stall"):
+        assert got[("interest_stream_consumer_repairs_total", (("kind", kind),))] == 0
     assert workers[0].terminate() == 0
     assert http_get(f"{base}/healthz")[0] == 0  # stopped with the worker
 

@@ -13,7 +13,7 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
-from streams.faust_ordering import GaplessConsumer
+from streams.faust_ordering import STALL_AFTER_S, GaplessConsumer
 from streams.settings import KafkaSettings
 from streams.stream_app import StreamWorker
 from streams.stream_settings import StreamSettings
@@ -63,9 +63,12 @@ def _fetch(consumer: GaplessConsumer) -> list[int]:
     return asyncio.run(run())
 
 
-def _install(monkeypatch: pytest.MonkeyPatch, driver: _Driver) -> None:
+def _install(monkeypatch: pytest.MonkeyPatch, driver: _Driver, log_end: int = 0) -> None:
+    """The driver below faust's consumer: EVENTS assigned, its log ending at ``log_end``."""
     monkeypatch.setattr(Consumer, "getmany", driver.getmany)
     monkeypatch.setattr(Consumer, "seek_wait", driver.seek_wait)
+    monkeypatch.setattr(Consumer, "assignment", lambda self: {EVENTS})
+    monkeypatch.setattr(Consumer, "highwater", lambda self, tp: log_end)
 
 
 def test_a_stale_fetch_is_dropped_and_read_again_from_the_expected_offset(
@@ -95,3 +98,66 @@ def test_a_rebalance_interrupting_the_seek_does_not_stop_fetching(
     assert _fetch(consumer) == [5]
     assert driver.seeks == [{EVENTS: 6}]
     assert consumer.order.expected(EVENTS) == 6
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def stalled_setup(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> tuple[GaplessConsumer, _Driver, _Clock]:
+    """EVENTS assigned, sought to 10, records up to offset 99 in the log, 10 and 11 read."""
+    driver = _Driver([[10, 11]])
+    _install(monkeypatch, driver, log_end=100)
+    clock = _Clock()
+    consumer.clock = clock
+    consumer.order.seek(EVENTS, 10)
+    assert _fetch(consumer) == [10, 11]
+    return consumer, driver, clock
+
+
+def test_a_partition_left_out_of_the_fetch_is_put_back_and_read_again(
+    stalled_setup: tuple[GaplessConsumer, _Driver, _Clock],
+) -> None:
+    """The state seen once in CI (repair 3): faust no longer fetches a partition whose records
+    wait. After STALL_AFTER_S it is back in faust's active set and sought to the next offset."""
+    consumer, driver, clock = stalled_setup
+    consumer._get_active_partitions().discard(EVENTS)
+    consumer._buffered_partitions.add(EVENTS)
+    for _ in range(int(STALL_AFTER_S) - 1):
+        clock.now += 1
+        driver.fetches.append([])
+        _fetch(consumer)
+    assert driver.seeks == []
+    clock.now += 1.5
+    driver.fetches.append([12, 13])
+    assert _fetch(consumer) == [12, 13]
+    assert driver.seeks == [{EVENTS: 12}]
+    assert EVENTS in consumer._get_active_partitions()
+    assert EVENTS not in consumer._buffered_partitions
+    assert consumer.repairs() == {"refetch": 0, "gap": 0, "stall": 1}
+
+
+def test_a_partition_paused_by_faust_or_without_records_waiting_is_left_alone(
+    stalled_setup: tuple[GaplessConsumer, _Driver, _Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer, driver, clock = stalled_setup
+    consumer.pause_partitions({EVENTS})  # e.g. a recovery reading the changelogs
+    for _ in range(3 * int(STALL_AFTER_S)):
+        clock.now += 1
+        driver.fetches.append([])
+        _fetch(consumer)
+    consumer.resume_partitions({EVENTS})
+    monkeypatch.setattr(Consumer, "highwater", lambda self, tp: 12)  # 10 and 11 read: no lag
+    for _ in range(3 * int(STALL_AFTER_S)):
+        clock.now += 1
+        driver.fetches.append([])
+        _fetch(consumer)
+    assert driver.seeks == []
+    assert consumer.watch.stalls == 0

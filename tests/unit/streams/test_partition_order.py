@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.partition_order import PartitionOrder, Verdict
+from streams.partition_order import PartitionOrder, StallWatch, Verdict
 
 
 def test_in_order_records_pass_and_a_jump_is_read_again() -> None:
@@ -129,3 +129,36 @@ def test_following_the_verdicts_never_skips_a_record(
     for _ in range(3):  # a re-read, maybe a refetch, and its re-read
         deliver(fetch(len(log)))
     assert applied == log
+
+
+def test_a_waiting_partition_that_hands_nothing_on_is_named_once_per_period() -> None:
+    watch = StallWatch(after_s=20)
+    assert watch.stalled({"p0", "p1"}, now=0) == []
+    for t in range(1, 20):
+        watch.progress("p0", now=t)
+        assert watch.stalled({"p0", "p1"}, now=t) == []
+    assert watch.stalled({"p0", "p1"}, now=20) == ["p1"]
+    assert watch.stalled({"p0", "p1"}, now=38) == []
+    assert watch.stalled({"p0", "p1"}, now=39) == ["p0"]  # its last record at 19
+    assert watch.stalled({"p0", "p1"}, now=40) == ["p1"]  # 20 s after it was named
+    assert watch.stalls == 3
+
+
+def test_time_not_waiting_does_not_count_towards_a_stall() -> None:
+    """An idle partition (nothing past its position) or one faust holds on purpose (recovery,
+    a rebalance) is not waiting: its clock starts when it starts waiting."""
+    watch = StallWatch(after_s=20)
+    watch.progress("p", now=0)
+    for t in range(0, 3600, 5):
+        assert watch.stalled(set(), now=t) == []
+    assert watch.stalled({"p"}, now=3600) == []  # one record arrives after an idle hour
+    assert watch.stalled({"p"}, now=3619) == []
+    assert watch.stalled({"p"}, now=3620) == ["p"]
+
+
+def test_a_forgotten_partition_starts_afresh() -> None:
+    watch = StallWatch(after_s=20)
+    watch.stalled({"p"}, now=0)
+    watch.forget(["p"])  # revoked at 5, assigned again at 30
+    assert watch.stalled({"p"}, now=30) == []
+    assert watch.stalled({"p"}, now=50) == ["p"]
