@@ -41,6 +41,9 @@ ways (found by the integration tests, read from faust's source, confirmed with l
    stream partition with records past its expected offset that has handed none on for
    ``STALL_AFTER_S`` (while faust is not recovering, rebalancing or pausing it) is logged with
    the consumer's view of it, put back into faust's active set and sought to its expected offset.
+   Checked by simulating the state (a temporary patch dropping partition 2 from faust's active
+   set after its first 17 records): the kill -9 test then lost that partition's tail exactly as
+   in CI; with the watch it passed, the partition put back 20 s later and read to its end.
 
 Measured (tests/integration/test_stream_worker.py, rebalance and kill -9 tests, 2 busy cores):
 before, the two-worker rebalance test lost records in 3 of 19 runs (5 of 8 with only repair 1 on a
