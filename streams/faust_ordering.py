@@ -217,9 +217,10 @@ class GaplessConsumer(Consumer):
         # seek_wait runs the seek in the consumer's thread (faust's plain ``seek`` touches
         # aiokafka from this one), then waits for the position. A rebalance can get in the way
         # (the partition revoked meanwhile: aiokafka raises; a slow one: the wait times out).
-        # This runs in faust's fetch loop, and an exception there stops all fetching for good,
-        # so it is logged instead: a revoked partition is sought by its next owner's recovery,
-        # and the seek itself is done before the wait.
+        # This runs in faust's fetch loop, and an exception there ends the loop and crashes the
+        # worker (it exits: checked by raising one from getmany), so it is logged instead: a
+        # revoked partition is sought by its next owner's recovery, and the seek itself is done
+        # before the wait.
         try:
             await self.seek_wait({tp: offset})
         except Exception as exc:

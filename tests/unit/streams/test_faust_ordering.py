@@ -90,7 +90,7 @@ def test_a_stale_fetch_is_dropped_and_read_again_from_the_expected_offset(
 def test_a_rebalance_interrupting_the_seek_does_not_stop_fetching(
     consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An exception in faust's fetch loop stops all fetching for good: a seek that fails because
+    """An exception in faust's fetch loop crashes the worker: a seek that fails because
     the partition was revoked meanwhile is logged, and the partition's stale records stay out."""
     driver = _Driver([[5, 9, 10]], seek_error=IllegalStateError("not assigned"))
     _install(monkeypatch, driver)
