@@ -107,22 +107,28 @@ class StallWatch:
     The clock of a partition runs while it is waiting and nothing of it is handed on: it restarts
     at every record handed on (:meth:`progress`) and whenever the partition is not waiting (no
     records past its position, or paused on purpose), so a partition idle for an hour and then
-    sent one record is not taken for stalled.
+    sent one record is not taken for stalled. Only a partition seen waiting by every check over
+    ``after_s`` is stalled: checks more than ``gap_s`` apart mean the consumer was not fetching at
+    all (a rebalance, a fetch loop blocked on a full buffer), which is not one partition's stall,
+    and every clock starts afresh.
 
     >>> watch = StallWatch(after_s=20)
-    >>> watch.stalled({"p0", "p1"}, now=0.0)  # both start waiting now
-    []
-    >>> watch.progress("p0", now=15.0)
-    >>> watch.stalled({"p0", "p1"}, now=21.0)
+    >>> for now in range(21):  # the consumer checks about once a second
+    ...     if now <= 15:
+    ...         watch.progress("p0", now)  # p0 hands records on until 15, p1 none
+    ...     stalled = watch.stalled({"p0", "p1"}, now)
+    >>> stalled
     ['p1']
-    >>> watch.stalled({"p0", "p1"}, now=22.0)  # named once per after_s
+    >>> watch.stalled({"p0", "p1"}, now=21)  # named once per after_s
     []
     """
 
-    def __init__(self, after_s: float) -> None:
+    def __init__(self, after_s: float, gap_s: float | None = None) -> None:
         self.after_s = after_s
+        self.gap_s = after_s / 4 if gap_s is None else gap_s
         self._since: dict[Hashable, float] = {}
         self._waiting: set[Hashable] = set()  # as of the last call of stalled()
+        self._checked_at: float | None = None
         self.stalls = 0
 
     def progress(self, partition: Hashable, now: float) -> None:
@@ -139,6 +145,9 @@ class StallWatch:
         """Of ``waiting`` (partitions with records past their position, fetching not paused on
         purpose), those that have handed nothing on for ``after_s``; their clocks restart."""
         candidates = set(waiting)
+        if self._checked_at is not None and now - self._checked_at > self.gap_s:
+            self._waiting = set()  # not watched in between: nobody has been waiting "since"
+        self._checked_at = now
         stalled: list[P] = []
         for partition in candidates:
             since = self._since.get(partition)

@@ -138,7 +138,8 @@ def test_a_waiting_partition_that_hands_nothing_on_is_named_once_per_period() ->
         watch.progress("p0", now=t)
         assert watch.stalled({"p0", "p1"}, now=t) == []
     assert watch.stalled({"p0", "p1"}, now=20) == ["p1"]
-    assert watch.stalled({"p0", "p1"}, now=38) == []
+    for t in range(21, 39):
+        assert watch.stalled({"p0", "p1"}, now=t) == []
     assert watch.stalled({"p0", "p1"}, now=39) == ["p0"]  # its last record at 19
     assert watch.stalled({"p0", "p1"}, now=40) == ["p1"]  # 20 s after it was named
     assert watch.stalls == 3
@@ -152,13 +153,28 @@ def test_time_not_waiting_does_not_count_towards_a_stall() -> None:
     for t in range(0, 3600, 5):
         assert watch.stalled(set(), now=t) == []
     assert watch.stalled({"p"}, now=3600) == []  # one record arrives after an idle hour
-    assert watch.stalled({"p"}, now=3619) == []
+    for t in range(3601, 3620):
+        assert watch.stalled({"p"}, now=t) == []
     assert watch.stalled({"p"}, now=3620) == ["p"]
 
 
 def test_a_forgotten_partition_starts_afresh() -> None:
     watch = StallWatch(after_s=20)
     watch.stalled({"p"}, now=0)
-    watch.forget(["p"])  # revoked at 5, assigned again at 30
-    assert watch.stalled({"p"}, now=30) == []
+    watch.forget(["p"])  # revoked at 0, assigned again at 30
+    for t in range(30, 50):
+        assert watch.stalled({"p"}, now=t) == []
     assert watch.stalled({"p"}, now=50) == ["p"]
+
+
+def test_checks_far_apart_do_not_add_up_to_a_stall() -> None:
+    """A rebalance stops the consumer's fetch loop (and so the checks): a busy partition seen
+    waiting before it and again after it has not been stalled in between."""
+    watch = StallWatch(after_s=20, gap_s=5)
+    for t in range(0, 10):
+        watch.progress("p", now=t)
+        assert watch.stalled({"p"}, now=t) == []
+    assert watch.stalled({"p"}, now=35) == []  # the first check after a 26 s rebalance
+    for t in range(36, 55):
+        assert watch.stalled({"p"}, now=t) == []
+    assert watch.stalled({"p"}, now=55) == ["p"]  # seen waiting by every check since 35
