@@ -4,6 +4,7 @@ stream worker's co-partitioned internal topics."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -69,6 +70,12 @@ def test_internal_topics_follow_the_events_topic(
         await admin.start()
         try:
             await admin.create_topics([NewTopic(changelog, 2, 1)])
+            # The broker lists a new topic a moment after creating it (its metadata cache
+            # catches up); the check below looks at listed topics.
+            deadline = time.monotonic() + 15
+            while changelog not in await admin.list_topics():
+                assert time.monotonic() < deadline, f"{changelog} never listed"
+                await asyncio.sleep(0.1)
         finally:
             await admin.close()
 
