@@ -90,6 +90,31 @@ class PartitionOrder:
             self._expected[partition] = offset + 1
         return verdict, None
 
+    def check_position(self, partition: Hashable, position: int) -> tuple[Verdict, int | None]:
+        """The verdict on the consumer's fetch position, taken when every record it fetched so
+        far has been handed on: past the expected offset, records were fetched and lost on the
+        way (``REFETCH`` from the expected offset); past it again right after that re-read, the
+        offsets in between hold no records (``GAP``: the expected offset moves up to it).
+
+        >>> order = PartitionOrder()
+        >>> order.seek("p0", 10)
+        >>> order.check_position("p0", 10)
+        (<Verdict.PASS: 'pass'>, None)
+        >>> order.check_position("p0", 25)  # 10..24 fetched, none handed on
+        (<Verdict.REFETCH: 'refetch'>, 10)
+        """
+        expected = self._expected.get(partition)
+        if expected is None or position <= expected:
+            return Verdict.PASS, None
+        if self._verifying.get(partition) != expected:
+            self.refetches += 1
+            self._verifying[partition] = expected
+            return Verdict.REFETCH, expected
+        self.gaps += 1
+        self._verifying.pop(partition, None)
+        self._expected[partition] = position
+        return Verdict.GAP, None
+
 
 class StallWatch:
     """Which partitions have records waiting but have handed none on for ``after_s`` seconds.

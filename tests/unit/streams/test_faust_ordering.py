@@ -27,21 +27,30 @@ class _Message:
 
 
 class _Driver:
-    """Fetches to hand out, and the seeks asked of the consumer's thread."""
+    """Fetches to hand out, the seeks asked of the consumer's thread, and its fetch position
+    (one past the last record it handed out, or where it was sought to)."""
 
     def __init__(self, fetches: list[list[int]], seek_error: Exception | None = None) -> None:
         self.fetches = fetches
         self.seeks: list[dict[TP, int]] = []
         self.seek_error = seek_error
+        self.position: int | None = None
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:  # noqa: ASYNC109
-        for offset in self.fetches.pop(0):
+        fetch = self.fetches.pop(0)
+        if fetch:  # the driver's position moves past a whole fetch before it is handed out
+            self.position = fetch[-1] + 1
+        for offset in fetch:
             yield EVENTS, _Message(offset)
 
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
         self.seeks.append(dict(partitions))
         if self.seek_error is not None:
             raise self.seek_error
+        self.position = partitions.get(EVENTS, self.position)
+
+    def fetch_positions(self) -> dict[TP, int]:
+        return {} if self.position is None else {EVENTS: self.position}
 
 
 @pytest.fixture
@@ -67,6 +76,7 @@ def _install(monkeypatch: pytest.MonkeyPatch, driver: _Driver, log_end: int = 0)
     """The driver below faust's consumer: EVENTS assigned, its log ending at ``log_end``."""
     monkeypatch.setattr(Consumer, "getmany", driver.getmany)
     monkeypatch.setattr(Consumer, "seek_wait", driver.seek_wait)
+    monkeypatch.setattr(GaplessConsumer, "fetch_positions", lambda self: driver.fetch_positions())
     monkeypatch.setattr(Consumer, "assignment", lambda self: {EVENTS})
     monkeypatch.setattr(Consumer, "highwater", lambda self, tp: log_end)
 
@@ -98,6 +108,42 @@ def test_a_rebalance_interrupting_the_seek_does_not_stop_fetching(
     assert _fetch(consumer) == [5]
     assert driver.seeks == [{EVENTS: 6}]
     assert consumer.order.expected(EVENTS) == 6
+
+
+def test_records_fetched_but_never_handed_on_are_read_again_at_the_next_fetch(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the CI failure and the rebalance test showed: the driver's position at the end of
+    the partition, the records in between never reached this consumer (and no later record
+    came to show the jump). The next fetch starts with a seek back to the expected offset."""
+    driver = _Driver([[10, 11], [12, 13]])
+    _install(monkeypatch, driver)
+    consumer.order.seek(EVENTS, 10)
+    assert _fetch(consumer) == [10, 11]
+    driver.position = 40  # 12..39 fetched and lost on the way (e.g. a cancelled fetch)
+    assert _fetch(consumer) == [12, 13]
+    assert driver.seeks == [{EVENTS: 12}]
+    assert consumer.repairs()["refetch"] == 1
+
+
+def test_a_position_that_moves_past_again_after_the_re_read_is_a_real_gap(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offsets without records (transaction markers at the end of a partition): one re-read,
+    then the jump is accepted instead of seeking back forever."""
+    driver = _Driver([[10], [], [], [15, 16]])
+    _install(monkeypatch, driver)
+    consumer.order.seek(EVENTS, 10)
+    assert _fetch(consumer) == [10]
+    driver.position = 15  # 11..14: no records
+    assert _fetch(consumer) == []
+    assert driver.seeks == [{EVENTS: 11}]
+    driver.position = 15  # the re-read skipped them again
+    assert _fetch(consumer) == []
+    assert driver.seeks == [{EVENTS: 11}]  # not sought back a second time
+    assert consumer.order.expected(EVENTS) == 15
+    assert _fetch(consumer) == [15, 16]
+    assert consumer.repairs() == {"refetch": 1, "gap": 1, "stall": 0}
 
 
 class _Clock:
