@@ -159,6 +159,7 @@ class GaplessConsumer(Consumer):
         self.watch = StallWatch(STALL_AFTER_S)
         self.clock: Callable[[], float] = time.monotonic
         self._next_watch = 0.0
+        self._warned_positions = False
 
     def repairs(self) -> dict[str, int]:
         """Running totals of the repairs: re-reads of stale fetches, accepted jumps, stalls."""
@@ -221,8 +222,15 @@ class GaplessConsumer(Consumer):
         integers, set in the consumer's thread); a rebalance in between just yields fewer.
         """
         driver = self._thread._consumer
-        subscription = getattr(getattr(driver, "_subscription", None), "subscription", None)
-        assignment = getattr(subscription, "assignment", None)
+        if driver is None:  # not started
+            return {}
+        state = getattr(driver, "_subscription", None)
+        if state is None or not hasattr(state, "subscription"):
+            if not self._warned_positions:  # an aiokafka that keeps them elsewhere
+                self._warned_positions = True
+                log.warning("cannot read aiokafka's fetch positions: lost records are caught late")
+            return {}
+        assignment = getattr(state.subscription, "assignment", None)
         if assignment is None:
             return {}
         positions = {}

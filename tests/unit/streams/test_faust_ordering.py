@@ -146,6 +146,24 @@ def test_a_position_that_moves_past_again_after_the_re_read_is_a_real_gap(
     assert consumer.repairs() == {"refetch": 1, "gap": 1, "stall": 0}
 
 
+def test_the_installed_aiokafka_keeps_fetch_positions_where_the_consumer_reads_them() -> None:
+    """GaplessConsumer.fetch_positions reads aiokafka's subscription state (there is no
+    synchronous API for it): an aiokafka upgrade that moves it must fail here."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> None:
+        driver = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+        tp = TopicPartition("interest.events", 0)
+        driver.assign([tp])  # no broker needed
+        state = driver._subscription.subscription.assignment.state_value(tp)
+        assert not state.has_valid_position
+        driver._subscription.seek(tp, 42)  # what the fetcher does for a seek
+        assert (state.has_valid_position, state.position) == (True, 42)
+        await driver.stop()
+
+    asyncio.run(run())
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1000.0
