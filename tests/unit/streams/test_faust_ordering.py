@@ -110,6 +110,17 @@ def test_a_rebalance_interrupting_the_seek_does_not_stop_fetching(
     assert consumer.order.expected(EVENTS) == 6
 
 
+class _Ticking:
+    """A clock that is one second later every time it is read."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
 def test_records_fetched_but_never_handed_on_are_read_again_at_the_next_fetch(
     consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,6 +129,7 @@ def test_records_fetched_but_never_handed_on_are_read_again_at_the_next_fetch(
     came to show the jump). The next fetch starts with a seek back to the expected offset."""
     driver = _Driver([[10, 11], [12, 13]])
     _install(monkeypatch, driver)
+    consumer.clock = _Ticking()  # a second per fetch: the check runs once a second
     consumer.order.seek(EVENTS, 10)
     assert _fetch(consumer) == [10, 11]
     driver.position = 40  # 12..39 fetched and lost on the way (e.g. a cancelled fetch)
@@ -133,6 +145,7 @@ def test_a_position_that_moves_past_again_after_the_re_read_is_a_real_gap(
     then the jump is accepted instead of seeking back forever."""
     driver = _Driver([[10], [], [], [15, 16]])
     _install(monkeypatch, driver)
+    consumer.clock = _Ticking()
     consumer.order.seek(EVENTS, 10)
     assert _fetch(consumer) == [10]
     driver.position = 15  # 11..14: no records
