@@ -119,15 +119,14 @@ class PartitionOrder:
 class StallWatch:
     """Which partitions have records waiting but have handed none on for ``after_s`` seconds.
 
-    Why: a consumer can stop reading one partition while it reads the others. Seen once in CI
-    with faust-streaming 0.15.3 (tests/integration/test_stream_worker.py, kill -9 test): after a
-    restart one partition's committed offset stayed where the first fetch left it for over 45 s
-    while its records waited and the other two partitions were read to their end; the worker was
-    alive and its logs (then block-buffered) were lost with the kill, so the cause is not known.
-    aiokafka does not fetch a partition again while records it fetched for it are still buffered,
-    and faust only drains the partitions in its "active" set, so one partition dropped from that
-    set stays unread for good. The consumer asks :meth:`stalled` about once a second with the
-    partitions that have records past their next expected offset and puts back the ones it names.
+    Why: the last line of :mod:`streams.faust_ordering`'s repair 3. A partition can stop being
+    read while its records wait (the CI failure of the kill -9 test: a partition's committed
+    offset stuck for 45 s while the others were read to their end). The cause found -- records
+    fetched and never handed on -- is caught at once by :meth:`PartitionOrder.check_position`;
+    this catches whatever else leaves a partition unread (e.g. faust leaving it out of its
+    "active" set: aiokafka does not fetch a partition again while records of it wait in its
+    buffer). The consumer asks :meth:`stalled` about once a second with the partitions that have
+    records past their next expected offset and puts back the ones it names.
 
     The clock of a partition runs while it is waiting and nothing of it is handed on: it restarts
     at every record handed on (:meth:`progress`) and whenever the partition is not waiting (no

@@ -180,7 +180,8 @@ class _RepairsCollector(Collector):
         return CounterMetricFamily(
             "interest_stream_consumer_repairs",
             "What the stream consumer repaired around faust (streams.faust_ordering): refetch = "
-            "a stale fetch read again, gap = an offset jump accepted as holding no records, "
+            "records read again (a stale fetch, or records fetched and lost on the way), gap = "
+            "an offset jump accepted as holding no records, "
             "stall = a partition put back into the fetch after it stopped being read",
             labels=["kind"],
         )
