@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import IllegalStateError
+from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
@@ -157,6 +158,35 @@ def test_a_position_that_moves_past_again_after_the_re_read_is_a_real_gap(
     assert consumer.order.expected(EVENTS) == 15
     assert _fetch(consumer) == [15, 16]
     assert consumer.repairs() == {"refetch": 1, "gap": 1, "stall": 0}
+
+
+def test_a_fetch_faust_cancels_takes_nothing_resumed_afterwards(
+    consumer: GaplessConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer's thread keeps waiting on a fetch that faust cancelled at a rebalance; what
+    it may still take is decided by the set it was given, which must end up matching nothing
+    (and not be empty: aiokafka reads that as every partition)."""
+    given: list[set[TP]] = []
+
+    async def fetch_in_thread(self: Any, active: set[TP], timeout: float) -> Any:  # noqa: ASYNC109
+        given.append(active)
+        await asyncio.sleep(10)  # the thread waits for records
+
+    monkeypatch.setattr(ThreadDelegateConsumer, "_getmany", fetch_in_thread)
+    live = {EVENTS}
+
+    async def run() -> None:
+        fetch = asyncio.ensure_future(consumer._getmany(live, timeout=1.0))
+        await asyncio.sleep(0.01)
+        fetch.cancel()  # a rebalance stops faust's fetch loop
+        with pytest.raises(asyncio.CancelledError):
+            await fetch
+
+    asyncio.run(run())
+    (held,) = given
+    assert held is not live  # faust's live set changes as it resumes partitions
+    live.add(TP("interest.events-changelog", 0))  # e.g. a recovery resuming a changelog
+    assert held and not held & (live | {EVENTS})
 
 
 def test_the_installed_aiokafka_keeps_fetch_positions_where_the_consumer_reads_them() -> None:
