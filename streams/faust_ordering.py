@@ -229,7 +229,7 @@ class GaplessConsumer(Consumer):
         the last record handed on -- unless records were lost on the way. Once a second: the
         loss is rare, and a busy worker fetches hundreds of times a second."""
         for tp, position in self.fetch_positions().items():
-            if tp in self._paused_partitions or self._is_changelog_tp(tp):
+            if self._held_by_faust(tp):
                 continue
             verdict, seek_to = self.order.check_position(tp, position)
             if verdict is Verdict.REFETCH:
@@ -272,10 +272,9 @@ class GaplessConsumer(Consumer):
         """Put the stream partitions that stopped being read back into the fetch (see 3.)."""
         waiting: dict[TP, tuple[int, int]] = {}
         if not self.app.in_recovery and self.flow_active:
-            changelogs = self.app.tables.changelog_topics
             for tp in self.assignment():
                 expected = self.order.expected(tp)
-                if expected is None or tp in self._paused_partitions or tp.topic in changelogs:
+                if expected is None or self._held_by_faust(tp):
                     continue
                 try:
                     end = self.highwater(tp)  # as of the partition's last fetch
@@ -339,6 +338,11 @@ class GaplessConsumer(Consumer):
         self.order.forget(set(self._read_offset) - set(assigned))
         self.watch.forget(set(self._read_offset) - set(assigned))
         await super().on_partitions_assigned(assigned, generation_id)
+
+    def _held_by_faust(self, tp: TP) -> bool:
+        # A changelog (faust's recovery reads it up to its highwater itself) or a partition
+        # faust paused on purpose (recovery, a rebalance): neither check of 3. applies.
+        return tp in self._paused_partitions or self._is_changelog_tp(tp)
 
     def _is_leader_tp(self, tp: Any) -> bool:
         # faust's assignor topic (``<app>-__assignor-__leader``): no records, never committed.
