@@ -224,6 +224,13 @@ class StreamWorker:
             try:
                 while True:
                     batch = await _collect(queue, s.batch_max, s.batch_within_s, feeder)
+                    if batch is None:  # the stream ended
+                        if self.state in ("stopping", "crashed"):
+                            # faust ends it to stop the worker: a crash here had the supervisor
+                            # restart the agent mid-stop, and the stop then hung (seen once in
+                            # CI, the rebalance test's SIGTERM unanswered for 60 s).
+                            break
+                        raise RuntimeError("the stream feeding the stream worker ended")
                     if not batch:
                         continue
                     records = [
@@ -252,8 +259,8 @@ class StreamWorker:
                     if observe:
                         self.metrics.batch_size.observe(len(batch))
                         self._last_batch = time.monotonic()
-                # Crashed: park until faust cancels the agent (a returning agent would be
-                # restarted by its supervisor).
+                # Crashed or stopping: park until faust cancels the agent (a returning agent
+                # would be restarted by its supervisor).
                 await asyncio.Event().wait()
             finally:
                 feeder.cancel()
@@ -396,14 +403,15 @@ def _repairs(app: Any) -> Mapping[str, int]:
 
 async def _collect(
     queue: asyncio.Queue[Any], max_: int, within: float, feeder: asyncio.Future[None]
-) -> list[Any]:
-    """Up to ``max_`` queued events: wait (bounded) for the first, then at most ``within``."""
+) -> list[Any] | None:
+    """Up to ``max_`` queued events: wait (bounded) for the first, then at most ``within``.
+    None once the feeding stream has ended and its events are taken (its error is raised)."""
     try:
         first = await asyncio.wait_for(queue.get(), timeout=1.0)
     except TimeoutError:
         if feeder.done():
             feeder.result()  # re-raise the stream's error
-            raise RuntimeError("the stream feeding the stream worker ended") from None
+            return None
         return []
     batch = [first]
     deadline = time.monotonic() + within

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from streams.dlq import DeadLetter
 from streams.jobs import UpdateJob
 from streams.settings import KafkaSettings
-from streams.stream_app import StreamWorker
+from streams.stream_app import StreamWorker, _collect
 from streams.stream_processor import (
     Headers,
     Record,
@@ -525,3 +525,21 @@ def test_a_backlog_does_not_make_the_worker_flush_early() -> None:
     assert asyncio.run(p.flush_due()) == 0
     clock.ms += 1
     assert asyncio.run(p.flush_due()) == 1 and p.lead.get() == 0
+
+
+def test_collect_says_when_the_feeding_stream_has_ended() -> None:
+    """A stream faust ended (the worker stopping) gives None once its events are taken -- the
+    agent then parks instead of crashing mid-stop -- and a stream's error is raised."""
+    async def run() -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ended.set_result(None)
+        queue.put_nowait(1)
+        assert await _collect(queue, 10, 0.01, ended) == [1]
+        assert await _collect(queue, 10, 0.01, ended) is None
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(OSError("broker gone"))
+        with pytest.raises(OSError, match="broker gone"):
+            await _collect(queue, 10, 0.01, failed)
+
+    asyncio.run(run())
