@@ -530,6 +530,7 @@ def test_a_backlog_does_not_make_the_worker_flush_early() -> None:
 def test_collect_says_when_the_feeding_stream_has_ended() -> None:
     """A stream faust ended (the worker stopping) gives None once its events are taken -- the
     agent then parks instead of crashing mid-stop -- and a stream's error is raised."""
+
     async def run() -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
         ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
