@@ -20,7 +20,7 @@ PYTHON=${PYTHON:-$HOME/.local/share/interest-stream/venv/bin/python}
 DEST=${DEST:-.devcarry}
 MAX_MIB=${MAX_MIB:-60}
 WHEELS=(annotated-types pydantic pydantic-core pydantic-settings python-dotenv qdrant-client
-    typing-inspection)
+    qdrant-edge-py typing-inspection)
 EXTRA=(typing-extensions)
 
 # "name==version" for each installed distribution named in the arguments.

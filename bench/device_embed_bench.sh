@@ -10,10 +10,9 @@
 #
 # Runs, each `--kafka off` (no broker there), each in its own process, each capped in time; one
 # failing does not stop the others:
-#   <dev>_disk            DEVICE (cuda, fp16, model batch 256), embedded Qdrant on disk
-#   <dev>_memory          the same with --qdrant memory (no SQLite: shows the store's share)
-#   cpu_baseline_disk     CPU fp32, model batch 64, same sizes: the same-run baseline
-#   <dev>_bigstep_memory  4096 texts per step (the GPU needs big calls), --qdrant memory
+#   <dev>_embedded        DEVICE (cuda, fp16, model batch 256), the embedded Qdrant engine
+#   cpu_baseline_embedded CPU fp32, model batch 64, same sizes: the same-run baseline
+#   <dev>_bigstep         4096 texts per step (the GPU needs big calls), embedded engine
 # Sizes: throughput at the bench's defaults (512 texts/step x 4 steps x 3 repeats), the Zipf part
 # at 4000 events (QUICK=1: tiny sizes, for a smoke test on a CPU).
 # Writes $OUT/log.txt and one JSON per run to $OUT, then prints a summary table.
@@ -97,7 +96,7 @@ print(f"torch {torch.__version__}, cuda {torch.version.cuda}, cudnn {torch.backe
       f" cuda available {torch.cuda.is_available()},"
       f" {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
 for pkg in ("sentence-transformers", "transformers", "tokenizers", "numpy", "pydantic",
-            "pydantic-settings", "qdrant-client", "typing_extensions", "grpcio", "protobuf"):
+            "pydantic-settings", "qdrant-client", "qdrant-edge-py", "typing_extensions", "grpcio", "protobuf"):
     try:
         print(f"  {pkg} {metadata.version(pkg)}")
     except metadata.PackageNotFoundError:
@@ -197,11 +196,10 @@ main() {
     fi
     local dev=(--device "$DEVICE" --precision "$PRECISION" --batch-size "$BATCH")
     # name, cap (s), arguments; the runs that matter most first
-    run "${TAG}_disk" 120 "${dev[@]}" --qdrant disk "${small[@]}"
-    run "${TAG}_memory" 90 "${dev[@]}" --qdrant memory "${small[@]}"
-    run cpu_baseline_disk 150 --device cpu --precision fp32 --batch-size 64 --qdrant disk \
-        "${small[@]}"
-    run "${TAG}_bigstep_memory" 90 "${dev[@]}" --qdrant memory "${big[@]}"
+    run "${TAG}_embedded" 120 "${dev[@]}" --qdrant embedded "${small[@]}"
+    run cpu_baseline_embedded 150 --device cpu --precision fp32 --batch-size 64 \
+        --qdrant embedded "${small[@]}"
+    run "${TAG}_bigstep" 90 "${dev[@]}" --qdrant embedded "${big[@]}"
 
     summary
     echo

@@ -4,8 +4,9 @@ What it measures (issue 4, "Measure"):
 
 1. Throughput. The same unique texts, cold cache each time, in the same steps of ``--step-texts``
    texts and the same model batch size, through (a) ``Encoder.encode`` alone and (b)
-   ``JobFolder.apply`` — the embed worker's whole per-batch step on embedded Qdrant (users
-   retrieve, model call, interest math, upsert). Rounds alternate (a) and (b) so drift on a noisy
+   ``JobFolder.apply`` — the embed worker's whole per-batch step (users retrieve, model call,
+   interest math, upsert) on the store ``--qdrant`` names: by default embedded Qdrant (the
+   engine in this process, in a temp folder). Rounds alternate (a) and (b) so drift on a noisy
    machine hits both; the headline is the median of the per-round ratios (b)/(a). Where the fold's
    time goes is split into model / Qdrant retrieve / Qdrant upsert / the rest (interest math,
    payload building). Optionally (c) the real ``EmbedWorker`` end to end through Kafka, if a broker
@@ -19,6 +20,7 @@ Prints tables and writes JSON (with machine info and the exact command) to ``ben
     python -m bench.embed_bench --quick                # < 2 min on 2 CPU cores
     python -m bench.embed_bench                        # a few minutes
     python -m bench.embed_bench --device cuda --precision fp16 --batch-size 256
+    python -m bench.embed_bench --qdrant local-mode    # the previous store, for comparison
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -54,7 +56,9 @@ from models.catalog import CatalogItem, load_items  # noqa: E402
 from models.encoder import Encoder, ModelLoadError  # noqa: E402
 from models.profile import InterestSpec  # noqa: E402
 from models.settings import ModelSettings  # noqa: E402
-from models.store import InterestStore, open_local_client  # noqa: E402
+from models.store import InterestStore  # noqa: E402
+from models.store.client import ClientBackend  # noqa: E402
+from models.store.edge import EdgeBackend  # noqa: E402
 from streams.embed_fold import JobFolder  # noqa: E402
 from streams.events import DEFAULT_TYPE_WEIGHTS  # noqa: E402
 from streams.jobs import JobEvent, UpdateJob  # noqa: E402
@@ -175,18 +179,46 @@ class Timers:
         self._wrapped.clear()
 
 
+EMBEDDED: Final = "embedded"
+#: qdrant-client's pure-Python local mode, the store before the embedded engine: a reference to
+#: compare with, never the runtime (see models/store/client.py).
+LOCAL_MODE: Final = "local-mode"
+LOCAL_MODE_MEMORY: Final = "local-mode-memory"
+QDRANT_CHOICES: Final = (EMBEDDED, LOCAL_MODE, LOCAL_MODE_MEMORY)
+
+
+def qdrant_choice(value: str) -> str:
+    """``--qdrant``: one of :data:`QDRANT_CHOICES` or a Qdrant server's URL."""
+    if value in QDRANT_CHOICES or value.startswith(("http://", "https://")):
+        return value
+    renamed = {"disk": LOCAL_MODE, "memory": LOCAL_MODE_MEMORY}  # before the embedded engine
+    hint = f" ('{value}' was local mode, now '{renamed[value]}')" if value in renamed else ""
+    raise argparse.ArgumentTypeError(
+        f"expected {', '.join(QDRANT_CHOICES)} or an http(s):// URL, got {value!r}{hint}"
+    )
+
+
+def is_url(qdrant: str) -> bool:
+    return qdrant not in QDRANT_CHOICES
+
+
 def open_store(qdrant: str, path: Path, encoder: Encoder, spec: InterestSpec) -> InterestStore:
-    """``disk``: embedded Qdrant in ``path`` (the default deployment); ``memory``: embedded without
-    persistence; a URL: a Qdrant server, in fresh collections that :func:`close_store` drops."""
+    """``embedded``: Qdrant's engine in this process, in the folder ``path`` (the default
+    deployment); ``local-mode`` / ``local-mode-memory``: qdrant-client's local mode in ``path``
+    / in memory (the previous store, for comparison); a URL: a Qdrant server, in fresh
+    collections that :func:`close_store` drops."""
     dim = encoder.dimension
-    if qdrant == "disk":
-        store = InterestStore(open_local_client(path), dimension=dim)
-    elif qdrant == "memory":
-        store = InterestStore(QdrantClient(location=":memory:"), dimension=dim)
+    if qdrant == EMBEDDED:
+        store = InterestStore(EdgeBackend(path), dimension=dim)
+    elif qdrant == LOCAL_MODE:
+        path.mkdir(parents=True, exist_ok=True)
+        store = InterestStore(ClientBackend.local(str(path)), dimension=dim)
+    elif qdrant == LOCAL_MODE_MEMORY:
+        store = InterestStore(ClientBackend.local(":memory:"), dimension=dim)
     else:
         tag = uuid.uuid4().hex[:8]
         store = InterestStore(
-            QdrantClient(url=qdrant),
+            ClientBackend.connect(qdrant, None, 30),
             dimension=dim,
             users_collection=f"bench_users_{tag}",
             items_collection=f"bench_items_{tag}",
@@ -196,9 +228,9 @@ def open_store(qdrant: str, path: Path, encoder: Encoder, spec: InterestSpec) ->
 
 
 def close_store(qdrant: str, store: InterestStore) -> None:
-    if qdrant not in ("disk", "memory"):
-        store.client.delete_collection(store.users_collection)
-        store.client.delete_collection(store.items_collection)
+    if is_url(qdrant) and isinstance(store.backend, ClientBackend):
+        store.backend.client.delete_collection(store.users_collection)
+        store.backend.client.delete_collection(store.items_collection)
     store.close()
 
 
@@ -324,8 +356,9 @@ async def bench_kafka(encoder: Encoder, args: argparse.Namespace, work: Path) ->
     from streams.topics import ensure_topics
 
     kafka = KafkaSettings(bootstrap=args.kafka_bootstrap)
-    # The worker opens its own store from settings: embedded on disk unless a server URL is given.
-    url = args.qdrant if args.qdrant not in ("disk", "memory") else None
+    # The worker opens its own store from settings: the embedded engine in a folder (whatever
+    # --qdrant names for the other parts, local mode included) unless a server URL is given.
+    url = args.qdrant if is_url(args.qdrant) else None
     tag = uuid.uuid4().hex[:8]
     qdrant = QdrantSettings(
         path=work / "kafka-qdrant",
@@ -410,7 +443,7 @@ async def bench_kafka(encoder: Encoder, args: argparse.Namespace, work: Path) ->
     rate = len(texts) / elapsed
     return {
         "bootstrap": args.kafka_bootstrap,
-        "qdrant": url or "disk",
+        "qdrant": url or EMBEDDED,
         "partitions": topics.partitions,
         "jobs": len(jobs),
         "texts": len(texts),
@@ -552,6 +585,7 @@ def machine_info(encoder: Encoder) -> dict[str, Any]:
         "torch": torch.__version__,
         "sentence_transformers": version("sentence-transformers"),
         "qdrant_client": version("qdrant-client"),
+        "qdrant_edge": version("qdrant-edge-py"),
         "device": encoder.device,
         "gpu": torch.cuda.get_device_name(0) if encoder.device.startswith("cuda") else None,
         "precision": encoder.precision,
@@ -590,8 +624,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--qdrant",
-        default="disk",
-        help="disk (embedded, the default deployment), memory (embedded, no persistence) or a URL",
+        type=qdrant_choice,
+        default=EMBEDDED,
+        help="embedded (Qdrant's engine in-process in a temp folder: the default deployment), "
+        "local-mode / local-mode-memory (qdrant-client's local mode in a folder / in memory: the "
+        "previous store, for comparison) or a Qdrant server's URL (throw-away collections)",
     )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/embed_bench*.json)")
@@ -622,7 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp:
         work = Path(tmp)
-        print("1. throughput: encoder alone vs JobFolder.apply (embedded Qdrant)", flush=True)
+        print(
+            f"1. throughput: encoder alone vs JobFolder.apply (Qdrant: {args.qdrant})", flush=True
+        )
         results["throughput"] = bench_throughput(encoder, args, work)
         if args.kafka != "off" and port_open(args.kafka_bootstrap):
             print(f"1c. EmbedWorker end to end via Kafka at {args.kafka_bootstrap}", flush=True)

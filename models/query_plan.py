@@ -417,8 +417,8 @@ def build_request(
     popularity_field: str | None,
     popularity_weight: float,
     diversity: float | None,
-) -> dict[str, Any]:
-    """Keyword arguments for the one ``client.query_points`` on the items collection.
+) -> qm.QueryRequest:
+    """The one Query API request on the items collection (each backend translates it).
 
     With several sources, their prefetches only gather candidates (each source's top ``C``);
     a nested prefetch rescores the union by cosine with ``Q = Σ w_i q_i`` (unit ``q_i``), and the
@@ -458,19 +458,19 @@ def build_request(
         popularity_weight,
     )
     common: dict[str, Any] = {
-        "query_filter": query_filter,
+        "filter": query_filter,
         "limit": limit,
         "with_payload": True,
-        "with_vectors": [ITEM_VECTOR],
+        "with_vector": [ITEM_VECTOR],
     }
     if diversity is None:
-        return {"prefetch": prefetch, "query": formula, **common}
+        return qm.QueryRequest(prefetch=prefetch, query=formula, **common)
     fused = qm.Prefetch(prefetch=prefetch, query=formula, limit=depth)
     nearest = qm.NearestQuery(
         nearest=mmr_vector(sources, vectors, negative_weight if use_negative else 0.0),
         mmr=qm.Mmr(diversity=diversity, candidates_limit=depth),
     )
-    return {"prefetch": [fused], "query": nearest, "using": ITEM_VECTOR, **common}
+    return qm.QueryRequest(prefetch=[fused], query=nearest, using=ITEM_VECTOR, **common)
 
 
 def attribute(

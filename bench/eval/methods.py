@@ -65,16 +65,13 @@ class World:
         if not hasattr(self, "_centroid"):
             r = self.recommender
             sample = r.settings.centroid_sample
-            self._centroid = catalog_centroid(r.client, r.items_collection, sample)
+            self._centroid = catalog_centroid(r.store, sample)
         return self._centroid
 
     def with_settings(self, settings: RecommendSettings) -> World:
         """The same world scored by a Recommender with other settings (shares the engine)."""
         r = self.recommender
-        other = Recommender(
-            r.client, users_collection=r.users_collection,
-            items_collection=r.items_collection, settings=settings,
-        )  # fmt: skip
+        other = Recommender(r.store, settings=settings)
         clone = copy.copy(self)
         clone.recommender = other
         return clone
@@ -165,7 +162,7 @@ def mean_vector_method(half_life_s: float | None = None, *, centred: bool = Fals
         for item in split.seen:
             allowed[world.row_of_item[item]] = False
         sims = world.index.matrix @ (vector.astype(np.float64) / np.linalg.norm(vector))
-        order = np.argsort(sims)[::-1]
+        order = np.argsort(-sims, kind="stable")  # exact ties: the item listed first
         top = [world.index.item_ids[r] for r in order[allowed[order]][:50]]
         return (top[:10], top), "personal"
 

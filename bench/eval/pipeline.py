@@ -42,9 +42,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.eval.config import EvalParams
-from bench.eval.world import load_items, open_store, read_users
+from bench.eval.world import load_items, open_folder, open_store, read_users
 from bench.movielens import MovieLens, UserSplit, popularity, profile_events
-from models.store import InterestStore, open_local_client
 from streams.api import ApiClient, ApiUnavailable
 from streams.lag import LagReader
 from streams.publish import EventPublisher
@@ -244,7 +243,7 @@ class Pipeline:
 
     def _check_store(self, expected: dict[str, int], dimension: int) -> None:
         """Every user: ``seq`` and ``events_folded`` equal the published count."""
-        store = InterestStore(open_local_client(self.qdrant_path), dimension=dimension)
+        store = open_folder(self.qdrant_path, dimension)
         try:
             users = read_users(store, list(expected))
         finally:

@@ -8,7 +8,8 @@ keyed by model name and a hash of the embedded texts, so later runs need no mode
 Users, fast mode: each user's profile events become one :class:`~streams.jobs.UpdateJob` (events
 validated and normalised by :func:`streams.events.validate_event`, numbered 1..n as the stream
 worker numbers them) and go through :meth:`streams.embed_fold.JobFolder.apply` — the embed
-worker's own step — into embedded Qdrant. Clusters depend on event order and the decayed means do
+worker's own step — into embedded Qdrant (Qdrant's engine in this process,
+:class:`~models.store.edge.EdgeBackend`). Clusters depend on event order and the decayed means do
 not depend on how events are cut into jobs, so this equals what the pipeline writes.
 """
 
@@ -25,8 +26,9 @@ import numpy.typing as npt
 from bench.movielens import MovieLens, UserSplit, default_cache_dir
 from models.catalog import item_embedding_text
 from models.profile import InterestSpec
-from models.settings import BUNDLED_MODEL_NAME, ModelSettings
-from models.store import InterestStore, StoredUser, open_local_client
+from models.settings import BUNDLED_MODEL_NAME, ModelSettings, QdrantSettings
+from models.store import InterestStore, StoredUser
+from models.store.edge import EdgeBackend
 from streams.embed_fold import FoldReport, JobFolder
 from streams.events import validate_event
 from streams.jobs import JobEvent, UpdateJob
@@ -78,9 +80,28 @@ def item_vectors(
     return vectors
 
 
+def store_settings(path: Path) -> QdrantSettings:
+    """The library's own store settings (never the environment's) with the folder ``path``.
+
+    The collections' sizing (item storage, HNSW, payload indexes) is the library default
+    whatever ``INTEREST_QDRANT_*`` says where the evaluation runs, so the numbers do not depend
+    on it; the pipeline's workers only open the collections created with these settings.
+    """
+    values = {
+        n: f.get_default(call_default_factory=True) for n, f in QdrantSettings.model_fields.items()
+    }
+    values.update(path=path, url=None)
+    return QdrantSettings(**values)
+
+
+def open_folder(path: Path, dimension: int) -> InterestStore:
+    """The embedded store in ``path`` (created if missing), held by this process until closed."""
+    return InterestStore(EdgeBackend(path), dimension=dimension, settings=store_settings(path))
+
+
 def open_store(path: Path, dimension: int, spec: InterestSpec) -> InterestStore:
     """Embedded Qdrant in ``path`` with the ``items`` and ``users`` collections."""
-    store = InterestStore(open_local_client(path), dimension=dimension)
+    store = open_folder(path, dimension)
     store.ensure_collections(dimension, spec.vector_names())
     return store
 
@@ -92,7 +113,7 @@ def load_items(
     popularity: Mapping[str, int],
 ) -> list[str]:
     """Upsert every movie (text, tags, ``popularity`` = training interactions); returns the ids
-    in upsert order (local mode's row order)."""
+    in upsert order (MovieLens id order)."""
     movies = list(data.movies.values())
     store.upsert_items(
         [

@@ -254,7 +254,7 @@ def test_events_on_items_become_decayed_popularity_in_the_items_payload(
     with InterestStore.from_settings(qdrant, DIM) as store:
         points = {
             p.payload["item_id"]: p.payload
-            for p in store.client.scroll(store.items_collection, limit=100)[0]
+            for p in store.backend.scroll(store.items_collection, limit=100)[0]
             if p.payload
         }
     assert set(points) == {"hit", "niche", "hated", "quiet"}  # "ghost" was not created
@@ -269,7 +269,7 @@ def test_events_on_items_become_decayed_popularity_in_the_items_payload(
     with InterestStore.from_settings(qdrant, DIM) as store:
         again = {
             p.payload["item_id"]: p.payload
-            for p in store.client.scroll(store.items_collection, limit=100)[0]
+            for p in store.backend.scroll(store.items_collection, limit=100)[0]
             if p.payload
         }
     assert again == points

@@ -101,7 +101,9 @@ def test_load_embeds_the_composed_text(
         want = encoder.encode_one(item.embedding_text(tags_in_text))
         np.testing.assert_allclose(got[item.item_id], want, atol=1e-6)
     assert encoder.embedded_total == embedded  # the composed string is the cache key: all hits
-    [rec] = store.client.retrieve("items", ids=[item_point_id("1")], with_payload=True)
+    [rec] = store.backend.retrieve(
+        "items", [item_point_id("1")], with_payload=True, with_vectors=False
+    )
     assert rec.payload is not None and rec.payload["text"] == "Toy Story (1995)"  # own text kept
     plain, tagged = encoder.encode(["Toy Story (1995)", TOY_TEXT])
     assert not np.allclose(plain, tagged, atol=1e-3)  # the switch matters for tagged items

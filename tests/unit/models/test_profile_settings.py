@@ -3,9 +3,10 @@ recommend's centering on the catalog mean."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
 
 from models.profile import InterestSpec
 from models.query_plan import centered_queries, mean_lengths
@@ -18,6 +19,9 @@ from models.recommend import (
 )
 from models.settings import ProfileSettings, RecommendSettings
 from models.store import InterestStore
+
+OpenStore = Callable[..., InterestStore]
+"""The ``edge_store`` fixture (tests/conftest.py): embedded stores in ``tmp_path``."""
 
 
 def test_default_profile_settings_give_the_library_spec() -> None:
@@ -94,7 +98,7 @@ def test_mean_lengths_and_centered_queries() -> None:
     assert np.allclose(centered_queries({"short_term": u}, payload, c, 0.0)["short_term"], u)
 
 
-def test_recommend_centres_queries_on_the_catalog_mean() -> None:
+def test_recommend_centres_queries_on_the_catalog_mean(edge_store: OpenStore) -> None:
     """Every item shares a strong common direction; the user leans towards topic 1. Raw cosine
     ranks the bland, most common items first; centred, topic 1 leads."""
     common = np.array([1.0, 0.0, 0.0, 0.0])
@@ -105,43 +109,42 @@ def test_recommend_centres_queries_on_the_catalog_mean() -> None:
         ("topic2", unit(common + 0.6 * np.array([0, 0, 1.0, 0]))),
         ("topic3", unit(common + 0.6 * np.array([0, 0, 0, 1.0]))),
     ]
-    store = InterestStore(QdrantClient(":memory:"), dimension=4)
-    try:
-        store.ensure_collections(4, ["short_term", "negative"])
-        store.upsert_items([(i, v, {}) for i, v in items])
-        user = unit(common + 0.25 * np.array([0, 1.0, 0, 0]))
-        store.upsert_users([("u", {"short_term": user}, {})])
-        centroid = catalog_centroid(store.client, store.items_collection)
-        assert centroid is not None
-        assert np.allclose(centroid, np.mean([v for _, v in items], axis=0))
+    store = edge_store(4)
+    store.ensure_collections(4, ["short_term", "negative"])
+    store.upsert_items([(i, v, {}) for i, v in items])
+    user = unit(common + 0.25 * np.array([0, 1.0, 0, 0]))
+    store.upsert_users([("u", {"short_term": user}, {})])
+    centroid = catalog_centroid(store)
+    assert centroid is not None
+    assert np.allclose(centroid, np.mean([v for _, v in items], axis=0))
 
-        def top(centering: float) -> list[str]:
-            settings = RecommendSettings(centering=centering, popularity_weight=0.0)
-            rec = Recommender(store, settings=settings).recommend("u", limit=5)
-            return [i.item_id for i in rec.items]
+    def top(centering: float) -> list[str]:
+        settings = RecommendSettings(centering=centering, popularity_weight=0.0)
+        rec = Recommender(store, settings=settings).recommend("u", limit=5)
+        return [i.item_id for i in rec.items]
 
-        assert top(0.0)[0] == "bland"
-        assert top(1.0)[0] == "topic1-a"
-        rec = Recommender(store, settings=RecommendSettings(popularity_weight=0.0))
-        answer = rec.recommend("u", limit=5)
-        assert "centred" in answer.explanation.note
-        # The score is the cosine with the centred query.
-        q = unit(user - centroid)
-        by_id = dict(items)
-        for item in answer.items:
-            assert abs(item.score - float(by_id[item.item_id] @ q)) < 1e-5
-    finally:
-        store.close()
+    assert top(0.0)[0] == "bland"
+    assert top(1.0)[0] == "topic1-a"
+    rec = Recommender(store, settings=RecommendSettings(popularity_weight=0.0))
+    answer = rec.recommend("u", limit=5)
+    assert "centred" in answer.explanation.note
+    # The score is the cosine with the centred query.
+    q = unit(user - centroid)
+    by_id = dict(items)
+    for item in answer.items:
+        assert abs(item.score - float(by_id[item.item_id] @ q)) < 1e-5
 
 
 def test_centroid_absent_without_items_and_recommender_reads_settings(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, edge_store: OpenStore
 ) -> None:
-    client = QdrantClient(":memory:")
-    assert catalog_centroid(client, "nothing") is None
+    store = edge_store(4, items_collection="nothing")
+    assert catalog_centroid(store) is None
+    store.ensure_collections(4, ["short_term"])  # the collection exists but holds no item
+    assert catalog_centroid(store) is None
     monkeypatch.setenv("INTEREST_RECOMMEND_NEGATIVE_WEIGHT", "0.25")
     monkeypatch.setenv("INTEREST_RECOMMEND_DIMENSION_WEIGHTS", '{"long_term": 0.0}')
-    r = Recommender(client)
+    r = Recommender(store)
     assert r.settings.negative_weight == 0.25
     assert r.weights == {"long_term": 0.0}
-    assert Recommender(client, weights={"long_term": 1.0}).weights == {"long_term": 1.0}
+    assert Recommender(store, weights={"long_term": 1.0}).weights == {"long_term": 1.0}

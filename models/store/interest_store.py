@@ -1,19 +1,15 @@
-"""User and item vectors in Qdrant: embedded (local mode) by default, a server when a URL is set.
+"""User and item points over one backend: embedded Qdrant by default, a server when a URL is set.
 
 Collections (names from ``QdrantSettings``):
 
 - ``items``: one point per item, vector ``content`` (cosine), payload = the item's payload plus
   ``item_id``. ``popularity`` is a live field: the embed workers set it from the stream workers'
-  counts, and re-writing an item (``items load`` again) keeps the stored value (see
-  ``upsert_items``).
+  counts (:meth:`InterestStore.set_item_popularity`), and re-writing an item (``items load``
+  again) keeps the stored value (see :meth:`InterestStore.upsert_items`).
 - ``users``: one point per user, a named cosine vector per dimension (``short_term``,
   ``long_term``, ``search``, ``negative``, ``interest_0`` ...; the caller passes the names); a point
   may lack some of them. Payload: ``user_id``, ``seq``, ``updated_at``, per-dimension state,
   profile — all supplied by the caller.
-
-Point ids are ``uuid5(POINT_NAMESPACE, id)`` for users and items alike, so any client in any
-language can address a user or an item without a lookup. ``POINT_NAMESPACE`` is
-``uuid5(NAMESPACE_URL, "interest-stream")`` and must never change: it is baked into stored ids.
 
 Qdrant normalises cosine vectors on write, so what comes back is the unit vector; whatever is
 needed to continue a weighted mean exactly lives in the payload (the caller's business).
@@ -23,71 +19,34 @@ passes the full set of vectors the user has (it read them with ``get_users`` fir
 may have no vectors at all: a user whose events could not be embedded yet still gets a point that
 records its progress (``seq``), so replays of those events stay no-ops.
 
-Embedded Qdrant locks its folder to one process (portalocker, exclusive and non-blocking, on
-``<path>/.lock``); opening a held folder raises ``StoreLockedError``.
+Everything that touches Qdrant goes through this class and its backend (:mod:`models.store.base`);
+nothing else in the project holds a Qdrant client.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from qdrant_client import QdrantClient
 from qdrant_client.http import models as qm
 
 from models.settings import QdrantSettings
-
-POINT_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "interest-stream")
-"""Namespace of every point id, = 5c239107-505c-55b4-8c38-7a33e6d410c4; fixed forever."""
-
-Float32Array = npt.NDArray[np.float32]
-
-ITEM_VECTOR: Final = "content"
-"""The one named vector of an item point."""
-#: Item payload field with a non-negative popularity (prior and cold-start fallback).
-POPULARITY_FIELD: Final = "popularity"
-#: Item payload fields the workers maintain, not the catalog: ``upsert_items`` keeps their
-#: stored values when it re-writes an existing item.
-LIVE_ITEM_FIELDS: Final = (POPULARITY_FIELD,)
-
-# The message qdrant-client's local mode raises (as a bare RuntimeError) when the folder is locked.
-_LOCKED_MARKER = "already accessed by another instance"
-
-
-class StoreError(RuntimeError):
-    """Base class for store errors the CLI turns into a one-line reason."""
-
-
-class StoreLockedError(StoreError):
-    """The embedded store's folder is held by another process."""
-
-
-class StoreSchemaError(StoreError):
-    """An existing collection does not match the model (dimension) or the configured vectors."""
-
-
-def user_point_id(user_id: str) -> str:
-    """Qdrant point id of a user: ``uuid5(POINT_NAMESPACE, user_id)`` as a string."""
-    return str(uuid.uuid5(POINT_NAMESPACE, user_id))
-
-
-def item_point_id(item_id: str) -> str:
-    """Qdrant point id of an item: ``uuid5(POINT_NAMESPACE, item_id)`` as a string."""
-    return str(uuid.uuid5(POINT_NAMESPACE, item_id))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredUser:
-    """A user point as read back: the named vectors it has (float32, unit) and its payload."""
-
-    vectors: dict[str, Float32Array] = field(default_factory=dict)
-    payload: dict[str, Any] = field(default_factory=dict)
-
+from models.store.base import (
+    ITEM_VECTOR,
+    LIVE_ITEM_FIELDS,
+    POPULARITY_FIELD,
+    CollectionLayout,
+    CollectionNotFound,
+    Float32Array,
+    StoreBackend,
+    StoredUser,
+    StoreError,
+    StoreSchemaError,
+    item_point_id,
+    user_point_id,
+)
 
 VectorLike = npt.NDArray[Any] | Sequence[float]
 """Anything ``np.asarray`` turns into a 1-d float vector of the store's dimension."""
@@ -99,55 +58,104 @@ ItemWrite = tuple[str, VectorLike, Mapping[str, Any]]
 """(item_id, vector, payload) — one item for ``upsert_items``."""
 
 
+def open_backend(settings: QdrantSettings) -> StoreBackend:
+    """The backend the settings name: a server by ``url``, else the embedded engine in ``path``.
+
+    Raises ``StoreLockedError`` when the embedded folder is held by another process and
+    ``LegacyStoreError`` when it holds an earlier version's store.
+    """
+    if settings.url:
+        from models.store.client import ClientBackend
+
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        return ClientBackend.connect(settings.url, api_key, settings.timeout)
+    from models.store.edge import EdgeBackend
+
+    return EdgeBackend(settings.path)
+
+
 class InterestStore:
-    """Reads and writes user and item points; every method is one Qdrant request."""
+    """Reads and writes user and item points; every method is one or two backend requests."""
 
     def __init__(
         self,
-        client: QdrantClient,
+        backend: StoreBackend,
         *,
         dimension: int | None = None,
         users_collection: str = "users",
         items_collection: str = "items",
-        remote: bool = False,
+        settings: QdrantSettings | None = None,
     ) -> None:
-        self.client = client
-        self.remote = remote
+        self.backend = backend
         self.dimension = dimension
         self.users_collection = users_collection
         self.items_collection = items_collection
+        self.settings = settings if settings is not None else QdrantSettings()
 
     @classmethod
     def from_settings(cls, settings: QdrantSettings, dimension: int | None = None) -> InterestStore:
-        """Open the store: embedded in ``settings.path`` unless ``settings.url`` is set.
+        """Open the store the settings describe (see :func:`open_backend`).
 
         ``dimension`` (the model's) is needed to write; readers may leave it out.
-        Raises ``StoreLockedError`` when the embedded folder is held by another process.
         """
-        if settings.url:
-            api_key = settings.api_key.get_secret_value() if settings.api_key else None
-            client = QdrantClient(url=settings.url, api_key=api_key, timeout=settings.timeout)
-        else:
-            client = open_local_client(settings.path)
         return cls(
-            client,
+            open_backend(settings),
             dimension=dimension,
             users_collection=settings.users_collection,
             items_collection=settings.items_collection,
-            remote=bool(settings.url),
+            settings=settings,
         )
+
+    @property
+    def remote(self) -> bool:
+        """Whether the store is a Qdrant server (other processes may use it at the same time)."""
+        return self.backend.kind == "server"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Make every write so far durable in the segments (embedded; a no-op on a server)."""
+        self.backend.flush()
+
     def close(self) -> None:
-        """Release the client (and, in embedded mode, the folder lock)."""
-        self.client.close()
+        """Flush and release the backend (and, embedded, the folder)."""
+        self.backend.close()
 
     def __enter__(self) -> InterestStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- collections ---------------------------------------------------------------------------
+
+    def layouts(self, dimension: int, vector_names: Sequence[str]) -> dict[str, CollectionLayout]:
+        """How ``items`` and ``users`` are created, from the sizing settings."""
+        s = self.settings
+        return {
+            self.items_collection: CollectionLayout(
+                (ITEM_VECTOR,),
+                dimension,
+                storage=s.items_storage,
+                searched=True,
+                hnsw_m=s.items_hnsw_m,
+                hnsw_ef_construct=s.items_hnsw_ef_construct,
+                payload_on_disk=s.payload_on_disk,
+                payload_indexes={
+                    POPULARITY_FIELD: "float",
+                    "item_id": "keyword",
+                    **s.item_payload_indexes,
+                },
+            ),
+            self.users_collection: CollectionLayout(
+                tuple(vector_names),
+                dimension,
+                storage=s.users_storage,
+                searched=False,
+                payload_on_disk=s.payload_on_disk,
+                payload_indexes={"user_id": "keyword"},
+            ),
+        }
 
     def ensure_collections(self, dimension: int, vector_names: Sequence[str]) -> None:
         """Create ``items`` and ``users`` if missing; check them if they exist.
@@ -161,39 +169,32 @@ class InterestStore:
         if len(set(vector_names)) != len(vector_names):
             raise ValueError(f"duplicate vector names: {list(vector_names)}")
         self.dimension = dimension
-        self._ensure(self.items_collection, [ITEM_VECTOR], dimension)
-        self._ensure(self.users_collection, list(vector_names), dimension)
-        if self.remote:
-            # A Qdrant server orders (recommend's popular fallback) only by indexed fields;
-            # the embedded mode has no payload indexes and warns about them.
-            self.client.create_payload_index(
-                self.items_collection, POPULARITY_FIELD, field_schema=qm.PayloadSchemaType.FLOAT
-            )
+        for name, layout in self.layouts(dimension, vector_names).items():
+            self._ensure(name, layout)
 
-    def _ensure(self, name: str, vector_names: list[str], dimension: int) -> None:
-        wanted = {
-            v: qm.VectorParams(size=dimension, distance=qm.Distance.COSINE) for v in vector_names
-        }
-        if not self.client.collection_exists(name):
-            self.client.create_collection(name, vectors_config=wanted)
+    def _ensure(self, name: str, layout: CollectionLayout) -> None:
+        if not self.backend.collection_exists(name):
+            self.backend.create_collection(name, layout)
             return
-        existing = self.client.get_collection(name).config.params.vectors
-        have = existing if isinstance(existing, Mapping) else {}
+        have = self.backend.vector_params(name)
         problems = []
-        for v in vector_names:
+        for v in layout.vector_names:
             params = have.get(v)
             if params is None:
                 problems.append(f"no vector {v!r}")
-            elif params.size != dimension or params.distance != qm.Distance.COSINE:
+            elif params != (layout.dimension, "Cosine"):
                 problems.append(
-                    f"vector {v!r} is {params.size}-d {params.distance.value}, "
-                    f"want {dimension}-d Cosine"
+                    f"vector {v!r} is {params[0]}-d {params[1]}, want {layout.dimension}-d Cosine"
                 )
         if problems:
             raise StoreSchemaError(
                 f"collection {name!r} does not match the configuration ({'; '.join(problems)}); "
                 "a different model or new dimensions need a fresh collection"
             )
+
+    def has_users(self) -> bool:
+        """Whether the users collection exists (a fresh store has none until the first fold)."""
+        return self.backend.collection_exists(self.users_collection)
 
     # -- users ---------------------------------------------------------------------------------
 
@@ -202,21 +203,24 @@ class InterestStore:
         by_point = {user_point_id(u): u for u in user_ids}
         if not by_point:
             return {}
-        records = self.client.retrieve(
-            self.users_collection, ids=list(by_point), with_payload=True, with_vectors=True
-        )
+        try:
+            records = self.backend.retrieve(
+                self.users_collection, list(by_point), with_payload=True, with_vectors=True
+            )
+        except CollectionNotFound:
+            return {}
         out: dict[str, StoredUser] = {}
         for rec in records:
             user_id = by_point.get(str(rec.id))
             if user_id is None:  # cannot happen unless the server answers ids we did not ask for
                 continue
             out[user_id] = StoredUser(
-                vectors=_named_vectors(rec.vector), payload=dict(rec.payload or {})
+                vectors=named_vectors(rec.vector), payload=dict(rec.payload or {})
             )
         return out
 
     def upsert_users(self, users: Sequence[UserWrite]) -> None:
-        """Write users (one request, ``wait=True``): each point is replaced whole.
+        """Write users (one request, durable on return): each point is replaced whole.
 
         ``vectors`` must be every vector the user has (missing names are dropped from the point);
         an empty mapping writes a point without vectors (progress only, e.g. a user none of whose
@@ -229,7 +233,9 @@ class InterestStore:
             if body.setdefault("user_id", user_id) != user_id:
                 raise ValueError(f"user {user_id!r}: payload user_id is {body['user_id']!r}")
             pid = user_point_id(user_id)
-            points[pid] = qm.PointStruct(
+            # Validated here (``_vector``), so pydantic's per-float validation of 8 × 384
+            # numbers is skipped: it cost more than the engine's write.
+            points[pid] = qm.PointStruct.model_construct(
                 id=pid,
                 vector={
                     name: self._vector(vec, f"user {user_id!r} vector {name!r}")
@@ -237,8 +243,7 @@ class InterestStore:
                 },
                 payload=body,
             )
-        if points:
-            self.client.upsert(self.users_collection, points=list(points.values()), wait=True)
+        self.backend.upsert(self.users_collection, list(points.values()))
 
     # -- items ---------------------------------------------------------------------------------
 
@@ -247,19 +252,22 @@ class InterestStore:
         by_point = {item_point_id(i): i for i in item_ids}
         if not by_point:
             return {}
-        records = self.client.retrieve(
-            self.items_collection, ids=list(by_point), with_payload=False, with_vectors=True
-        )
+        try:
+            records = self.backend.retrieve(
+                self.items_collection, list(by_point), with_payload=False, with_vectors=True
+            )
+        except CollectionNotFound:
+            return {}
         out: dict[str, Float32Array] = {}
         for rec in records:
             item_id = by_point.get(str(rec.id))
-            vector = _named_vectors(rec.vector).get(ITEM_VECTOR)
+            vector = named_vectors(rec.vector).get(ITEM_VECTOR)
             if item_id is not None and vector is not None:
                 out[item_id] = vector
         return out
 
     def upsert_items(self, items: Sequence[ItemWrite]) -> None:
-        """Write items (two requests: one retrieve, one upsert with ``wait=True``).
+        """Write items (two requests: one retrieve, one upsert, durable on return).
 
         Each item's vector and payload are replaced by the ones given (payload gets
         ``item_id``), except the live fields (``LIVE_ITEM_FIELDS``: ``popularity``): an item
@@ -269,7 +277,7 @@ class InterestStore:
 
         Against a Qdrant server, a popularity value another process sets between the two
         requests is overwritten by the one read just before (the next popularity update
-        corrects it); in embedded mode one process, one store thread, does both.
+        corrects it); embedded, one process, one store thread, does both.
         """
         points: dict[str, qm.PointStruct] = {}
         for item_id, vector, payload in items:
@@ -277,16 +285,16 @@ class InterestStore:
             if body.setdefault("item_id", item_id) != item_id:
                 raise ValueError(f"item {item_id!r}: payload item_id is {body['item_id']!r}")
             pid = item_point_id(item_id)
-            points[pid] = qm.PointStruct(
+            points[pid] = qm.PointStruct.model_construct(
                 id=pid,
                 vector={ITEM_VECTOR: self._vector(vector, f"item {item_id!r}")},
                 payload=body,
             )
         if not points:
             return
-        stored = self.client.retrieve(
+        stored = self.backend.retrieve(
             self.items_collection,
-            ids=list(points),
+            list(points),
             with_payload=list(LIVE_ITEM_FIELDS),
             with_vectors=False,
         )
@@ -295,7 +303,48 @@ class InterestStore:
             live = {k: v for k, v in (rec.payload or {}).items() if k in LIVE_ITEM_FIELDS}
             if point is not None and point.payload is not None and live:
                 point.payload.update(live)
-        self.client.upsert(self.items_collection, points=list(points.values()), wait=True)
+        self.backend.upsert(self.items_collection, list(points.values()))
+
+    def set_item_popularity(self, values: Mapping[str, float]) -> int:
+        """Set the ``popularity`` payload field of the items in ``values`` that exist (one
+        retrieve, one batch of payload updates); return how many were set. Items not in the
+        collection are left alone: no point is created."""
+        by_point = {item_point_id(item_id): value for item_id, value in values.items()}
+        if not by_point:
+            return 0
+        try:
+            existing = self.backend.retrieve(
+                self.items_collection, list(by_point), with_payload=False, with_vectors=False
+            )
+        except CollectionNotFound:
+            return 0
+        payloads = {str(r.id): {POPULARITY_FIELD: by_point[str(r.id)]} for r in existing}
+        self.backend.set_payloads(self.items_collection, payloads)
+        return len(payloads)
+
+    def query_items(self, request: qm.QueryRequest) -> list[qm.ScoredPoint]:
+        """One Query API request on the items collection (the recommend plan's)."""
+        if request.params is None and self.settings.search_hnsw_ef is not None:
+            request = request.model_copy(
+                update={"params": qm.SearchParams(hnsw_ef=self.settings.search_hnsw_ef)}
+            )
+        return self.backend.query(self.items_collection, request)
+
+    def sample_item_vectors(self, limit: int) -> list[tuple[str, Float32Array]]:
+        """Up to ``limit`` items' content vectors, the first in point-id order (a hash order, so
+        a pseudo-random sample); empty without items."""
+        try:
+            records, _ = self.backend.scroll(
+                self.items_collection, limit=limit, with_payload=False, with_vectors=[ITEM_VECTOR]
+            )
+        except CollectionNotFound:
+            return []
+        out = []
+        for record in records:
+            vec = named_vectors(record.vector).get(ITEM_VECTOR)
+            if vec is not None:
+                out.append((str(record.id), vec))
+        return out
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -314,23 +363,8 @@ class InterestStore:
         return values
 
 
-def open_local_client(path: Path | str) -> QdrantClient:
-    """Embedded Qdrant in ``path`` (created if needed); ``StoreLockedError`` if another holds it."""
-    path = Path(path).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        return QdrantClient(path=str(path))
-    except RuntimeError as exc:
-        if _LOCKED_MARKER in str(exc):
-            raise StoreLockedError(
-                f"embedded Qdrant folder {path} is in use by another process (one process at a "
-                "time); go through the running service, stop it, or set INTEREST_QDRANT_URL"
-            ) from exc
-        raise
-
-
-def _named_vectors(raw: Any) -> dict[str, Float32Array]:
-    """qdrant-client's ``record.vector`` (dict of lists for named vectors) → float32 arrays."""
+def named_vectors(raw: Any) -> dict[str, Float32Array]:
+    """A record's vectors (dict of lists for named vectors) → float32 arrays."""
     if not isinstance(raw, Mapping):
         return {}
     return {

@@ -1,0 +1,225 @@
+"""Server backend: a Qdrant server or cluster through qdrant-client.
+
+Also wraps qdrant-client's local mode (``QdrantClient(":memory:")`` or ``path=``), a pure-Python
+stand-in for Qdrant that the congruence tests use as an independent reference for the embedded
+engine; it is never the runtime (slow, brute force; see ``../shared/notes/qdrant-edge.md``).
+
+Every write waits for the server (``wait=True``), so a write is durable when it returns, as in
+the embedded backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client.http import models as qm
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from models.store.base import (
+    CollectionLayout,
+    CollectionNotFound,
+    EngineError,
+    PointIds,
+    WithPayload,
+    WithVectors,
+)
+
+_INDEX_KINDS = {
+    "keyword": qm.PayloadSchemaType.KEYWORD,
+    "integer": qm.PayloadSchemaType.INTEGER,
+    "float": qm.PayloadSchemaType.FLOAT,
+    "bool": qm.PayloadSchemaType.BOOL,
+}
+
+
+def _server_reason(exc: UnexpectedResponse) -> str:
+    """One line from a Qdrant server's error: its own message when it sent one."""
+    try:
+        error = json.loads(exc.content)["status"]["error"]
+    except (ValueError, KeyError, TypeError):
+        error = None
+    if isinstance(error, str) and error:
+        return error.splitlines()[0]
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _missing(exc: Exception) -> bool:
+    """Whether a qdrant-client error says the collection does not exist."""
+    if isinstance(exc, UnexpectedResponse):
+        return exc.status_code == 404
+    return isinstance(exc, ValueError) and "not found" in str(exc)  # local mode's wording
+
+
+class ClientBackend:
+    """Collections on a Qdrant server (or in qdrant-client's local mode, for tests)."""
+
+    def __init__(self, client: QdrantClient, *, local: bool = False) -> None:
+        self.client = client
+        self.kind = "local" if local else "server"
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, timeout: int) -> ClientBackend:
+        return cls(QdrantClient(url=url, api_key=api_key, timeout=timeout))
+
+    @classmethod
+    def local(cls, path: str = ":memory:") -> ClientBackend:
+        """qdrant-client's pure-Python local mode: a test reference, never the runtime."""
+        client = QdrantClient(":memory:") if path == ":memory:" else QdrantClient(path=path)
+        return cls(client, local=True)
+
+    def _call(self, fn: Any, collection: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(collection, *args, **kwargs)
+        except (UnexpectedResponse, ValueError) as exc:
+            if _missing(exc):
+                raise CollectionNotFound(f"Collection {collection} not found") from exc
+            if isinstance(exc, UnexpectedResponse) and 400 <= (exc.status_code or 0) < 500:
+                raise EngineError(_server_reason(exc)) from exc  # the server refused the request
+            raise
+
+    def collection_exists(self, collection: str) -> bool:
+        return bool(self.client.collection_exists(collection))
+
+    def create_collection(self, collection: str, layout: CollectionLayout) -> None:
+        quantization = None
+        if layout.storage == "int8":
+            quantization = qm.ScalarQuantization(
+                scalar=qm.ScalarQuantizationConfig(
+                    type=qm.ScalarType.INT8, quantile=0.99, always_ram=True
+                )
+            )
+        hnsw = (
+            qm.HnswConfigDiff(m=layout.hnsw_m, ef_construct=layout.hnsw_ef_construct)
+            if layout.searched
+            else qm.HnswConfigDiff(m=0)
+        )
+        params = qm.VectorParams(
+            size=layout.dimension,
+            distance=qm.Distance.COSINE,
+            on_disk=layout.storage != "ram",
+            quantization_config=quantization,
+            hnsw_config=hnsw,
+        )
+        self.client.create_collection(
+            collection,
+            vectors_config={name: params for name in layout.vector_names},
+            on_disk_payload=layout.payload_on_disk,
+            hnsw_config=hnsw,
+        )
+        for field, kind in layout.payload_indexes.items():
+            if self.kind == "server":  # local mode has no payload indexes (and warns)
+                self.client.create_payload_index(collection, field, field_schema=_INDEX_KINDS[kind])
+
+    def vector_params(self, collection: str) -> dict[str, tuple[int, str]]:
+        info = self._call(self.client.get_collection, collection)
+        vectors = info.config.params.vectors
+        have = vectors if isinstance(vectors, Mapping) else {}
+        return {name: (p.size, p.distance.value) for name, p in have.items()}
+
+    def retrieve(
+        self,
+        collection: str,
+        ids: PointIds,
+        *,
+        with_payload: WithPayload,
+        with_vectors: WithVectors,
+    ) -> list[qm.Record]:
+        if not ids:
+            return []
+        records: list[qm.Record] = self._call(
+            self.client.retrieve,
+            collection,
+            ids=list(ids),
+            with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
+            with_vectors=with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
+        )
+        for r in records:
+            r.id = str(r.id) if not isinstance(r.id, int) else r.id
+        return records
+
+    def upsert(self, collection: str, points: Sequence[qm.PointStruct]) -> None:
+        if points:
+            self._call(self.client.upsert, collection, points=list(points), wait=True)
+
+    def set_payload(self, collection: str, payload: Mapping[str, Any], ids: PointIds) -> None:
+        if ids:
+            self._call(
+                self.client.set_payload, collection, payload=dict(payload), points=list(ids),
+                wait=True,
+            )  # fmt: skip
+
+    def set_payloads(self, collection: str, payloads: Mapping[str, Mapping[str, Any]]) -> None:
+        """One request setting a different payload on each point (``{point id: fields}``)."""
+        if payloads:
+            ops = [
+                qm.SetPayloadOperation(set_payload=qm.SetPayload(payload=dict(p), points=[pid]))
+                for pid, p in payloads.items()
+            ]
+            self._call(self.client.batch_update_points, collection, update_operations=ops)
+
+    def delete(self, collection: str, ids: PointIds) -> None:
+        if ids:
+            selector = qm.PointIdsList(points=list(ids))
+            self._call(self.client.delete, collection, points_selector=selector, wait=True)
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        limit: int,
+        offset: str | int | None = None,
+        query_filter: qm.Filter | None = None,
+        with_payload: WithPayload = True,
+        with_vectors: WithVectors = False,
+    ) -> tuple[list[qm.Record], str | int | None]:
+        records, next_id = self._call(
+            self.client.scroll,
+            collection,
+            limit=limit,
+            offset=offset,
+            scroll_filter=query_filter,
+            with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
+            with_vectors=with_vectors if isinstance(with_vectors, bool) else list(with_vectors),
+        )
+        for r in records:
+            r.id = str(r.id) if not isinstance(r.id, int) else r.id
+        return records, None if next_id is None else next_id
+
+    def count(self, collection: str, query_filter: qm.Filter | None = None) -> int:
+        result = self._call(self.client.count, collection, count_filter=query_filter, exact=True)
+        return int(result.count)
+
+    def query(self, collection: str, request: qm.QueryRequest) -> list[qm.ScoredPoint]:
+        response = self._call(
+            self.client.query_points,
+            collection,
+            query=request.query,
+            using=request.using,
+            prefetch=request.prefetch,
+            query_filter=request.filter,
+            search_params=request.params,
+            limit=10 if request.limit is None else request.limit,
+            offset=request.offset,
+            with_payload=False if request.with_payload is None else request.with_payload,
+            with_vectors=False if request.with_vector is None else request.with_vector,
+            score_threshold=request.score_threshold,
+            lookup_from=request.lookup_from,
+        )
+        points: list[qm.ScoredPoint] = response.points
+        for p in points:
+            p.id = str(p.id) if not isinstance(p.id, int) else p.id
+        return points
+
+    def info(self, collection: str) -> qm.CollectionInfo:
+        info: qm.CollectionInfo = self._call(self.client.get_collection, collection)
+        return info
+
+    def flush(self) -> None:
+        """Nothing to do: every write waited for the server."""
+
+    def close(self) -> None:
+        self.client.close()
