@@ -13,6 +13,9 @@ Routes (JSON):
 - ``GET /v1/users/{user_id}?vectors=1``: the profile (:func:`models.user_view.describe_user`)
 - ``GET /v1/users/{user_id}/recommendations?limit=&dimension=&filter=k=v&diversity=``
 - ``POST /v1/items``: body = JSON lines of catalog items → ``{"loaded": n}``
+- Qdrant's read-only REST endpoints on the users and items collections (``GET /``,
+  ``/collections/...``), so qdrant-client reads with ``QdrantClient(url=<this API>)``; writes
+  there are refused (:mod:`streams.qdrant_rest`)
 
 Every store access goes through one single-thread executor shared with the embed loop, because
 the embedded Qdrant client is not thread-safe.
@@ -41,6 +44,7 @@ from models.recommend import Recommender
 from models.settings import ProfileSettings
 from models.store import InterestStore
 from models.user_view import describe_user
+from streams.qdrant_rest import QdrantRest
 from streams.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,7 @@ class ApiServer:
                 web.post("/v1/items", self._items),
             ]
         )
+        app.add_routes(QdrantRest(self.store, self._in_store_thread).routes())
         return app
 
     async def start(self) -> None:
