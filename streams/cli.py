@@ -377,6 +377,134 @@ def format_recommendation(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- store -----------------------------------------------------------------------------------
+
+
+@main.group(cls=CliGroup)
+def store() -> None:
+    """The Qdrant store: what it holds, and moving an earlier version's store into it."""
+
+
+@store.command("migrate")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the earlier version's store.  [default: INTEREST_QDRANT_PATH]",
+)
+@click.option(
+    "--to",
+    "target",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the new store here and leave the old folder as it is "
+    "(default: in place, the old files kept in <from>.local-mode-backup).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def store_migrate(source: Path | None, target: Path | None, as_json: bool) -> None:
+    """Copy an earlier version's store (qdrant-client local mode) into the embedded engine.
+
+    Every point (ids, named vectors, payload) is copied and read back to be compared; the old
+    files are never modified. Collection names and sizing come from the current settings.
+    """
+    from models.settings import QdrantSettings
+    from models.store.migrate import migrate_local_folder
+
+    settings = QdrantSettings()
+    report = migrate_local_folder(source or settings.path, settings, to=target)
+    emit(report.to_dict(), as_json, report.summary())
+    if settings.url:
+        click.echo(
+            f"note: INTEREST_QDRANT_URL is set, so the service uses {settings.url}, not this store",
+            err=True,
+        )
+
+
+@store.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def store_info(as_json: bool) -> None:
+    """Each collection: backend, points, vectors and an estimate of their memory and disk."""
+    from models.settings import QdrantSettings
+    from models.store import InterestStore
+
+    settings = QdrantSettings()
+    with InterestStore.from_settings(settings) as opened:
+        where = settings.url or str(settings.path)
+        names = (settings.users_collection, settings.items_collection)
+        data: dict[str, Any] = {
+            "backend": opened.backend.kind,
+            "location": where,
+            "collections": {name: describe_collection(opened, name) for name in names},
+        }
+    lines = [f"{data['backend']} store at {where}"]
+    for name, info in data["collections"].items():
+        lines.append(format_collection(name, info))
+    emit(data, as_json, "\n".join(lines))
+
+
+def describe_collection(opened: Any, name: str) -> dict[str, Any] | None:
+    """Points, vectors and a size estimate of one collection; None when it does not exist."""
+    from models.store import CollectionLayout, CollectionNotFound
+
+    try:
+        info = opened.backend.info(name)
+    except CollectionNotFound:
+        return None
+    vectors = info.config.params.vectors if isinstance(info.config.params.vectors, dict) else {}
+    points = int(info.points_count or 0)
+    described: dict[str, Any] = {
+        "points": points,
+        "segments": info.segments_count,
+        "indexed_vectors": info.indexed_vectors_count,
+        "vectors": {
+            v: {"size": p.size, "distance": p.distance.value, "on_disk": bool(p.on_disk)}
+            for v, p in vectors.items()
+        },
+        "payload_indexes": {f: str(i.data_type.value) for f, i in info.payload_schema.items()},
+        "payload_on_disk": bool(info.config.params.on_disk_payload),
+    }
+    if vectors:
+        first = next(iter(vectors.values()))
+        hnsw = first.hnsw_config.m if first.hnsw_config and first.hnsw_config.m is not None else 16
+        layout = CollectionLayout(
+            tuple(vectors),
+            first.size,
+            storage="int8" if first.quantization_config else "disk" if first.on_disk else "ram",
+            searched=hnsw > 0,
+            hnsw_m=hnsw or 16,
+        )
+        described["estimate_bytes"] = {k: v * points for k, v in layout.bytes_per_point().items()}
+    return described
+
+
+def _size(n: float) -> str:
+    """Bytes for people: ``512 B``, ``1.5 KiB`` ... ``3.2 GiB``."""
+    units = ("B", "KiB", "MiB", "GiB")
+    step = 0
+    while n >= 1024 and step < len(units) - 1:
+        n, step = n / 1024, step + 1
+    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
+
+
+def format_collection(name: str, info: dict[str, Any] | None) -> str:
+    if info is None:
+        return f"  {name}: not created yet"
+    sizes = {v["size"] for v in info["vectors"].values()}
+    where = "on disk" if any(v["on_disk"] for v in info["vectors"].values()) else "in RAM"
+    line = (
+        f"  {name}: {info['points']} points, {len(info['vectors'])} vector(s) of "
+        f"{'/'.join(map(str, sorted(sizes)))} dims {where}, {info['segments']} segment(s)"
+    )
+    estimate = info.get("estimate_bytes")
+    if estimate:
+        ram = estimate["vectors_ram"] + estimate["index_ram"]
+        line += f"; about {_size(ram)} RAM, {_size(estimate['vectors_disk'])} of vectors on disk"
+    if info["payload_indexes"]:
+        line += f"; payload indexes: {', '.join(sorted(info['payload_indexes']))}"
+    return line
+
+
 def _register_lag() -> None:
     from streams.lag_cli import lag
 
