@@ -121,9 +121,11 @@ def load_items(
     progress: Callable[[int], None] | None = None,
     tags_in_text: bool | None = None,
 ) -> int:
-    """Embed and upsert ``items`` in batches; return the count.
+    """Embed and upsert ``items`` in batches, then index them; return the count.
 
-    Each batch is one model call, one retrieve (the live fields to keep) and one upsert. The
+    Each batch is one model call, one retrieve (the live fields to keep) and one upsert; the
+    embedded engine builds the items' HNSW index at the end (``InterestStore.optimize``), so
+    recommendations search an index, not every item. The
     model embeds :meth:`CatalogItem.embedding_text`; ``tags_in_text`` None reads
     ``ModelSettings().item_tags_in_text`` (``INTEREST_MODEL_ITEM_TAGS_IN_TEXT``).
     """
@@ -152,4 +154,6 @@ def load_items(
             flush()
     if batch:
         flush()
+    if total:
+        store.optimize(users=False)
     return total

@@ -192,6 +192,7 @@ class EmbedWorker:
 
     async def main_loop(self) -> None:
         assert self._consumer is not None
+        last_optimize = time.monotonic()
         while not self.should_exit:
             batch = await self._consumer.getmany(
                 timeout_ms=self.settings.poll_timeout_ms,
@@ -199,6 +200,28 @@ class EmbedWorker:
             )
             if batch:
                 await self.process(batch)
+            interval = self.settings.optimize_interval_s
+            if interval and time.monotonic() - last_optimize >= interval:
+                await self.optimize_store()
+                last_optimize = time.monotonic()
+
+    async def optimize_store(self) -> None:
+        """Index and compact the embedded store between batches (see ``optimize_interval_s``);
+        a failure is logged and counted, never fatal: the store works unoptimized."""
+        if self._store is None or self._store.remote:
+            return
+        store = self._store
+        started = time.monotonic()
+        try:
+            done = await asyncio.get_running_loop().run_in_executor(
+                self._store_executor, store.optimize
+            )
+        except Exception:
+            log.exception("optimizing the store failed; it stays usable, the next try follows")
+            self.metrics.store_errors.inc()
+            return
+        if done:
+            log.info("store optimized in %.1f s", time.monotonic() - started)
 
     async def shutdown(self) -> None:
         self.metrics.consuming.set(0)

@@ -135,6 +135,10 @@ class EmbedSettings(InterestSettings):
     retry_max_s: float = Field(default=30.0, gt=0)
     #: Also consume the popularity topic (same group) and set the items' ``popularity`` payload.
     apply_popularity: bool = True
+    #: Seconds between two optimizations of the embedded store (index new items, compact the
+    #: users' rewritten points), run between batches on the store thread; 0 turns it off. The
+    #: embedded engine has no background optimizer; a Qdrant server does this itself.
+    optimize_interval_s: float = Field(default=300.0, ge=0)
 
 
 class ApiSettings(InterestSettings):

@@ -221,5 +221,9 @@ class ClientBackend:
     def flush(self) -> None:
         """Nothing to do: every write waited for the server."""
 
+    def optimize(self, collections: Sequence[str] | None = None) -> bool:
+        """Nothing to do: a server's optimizers run in the background."""
+        return False
+
     def close(self) -> None:
         self.client.close()

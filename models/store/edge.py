@@ -25,6 +25,7 @@ import json
 import os
 import shlex
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, cast
@@ -66,7 +67,12 @@ class EdgeBackend:
 
     kind = "embedded"
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, flush_interval_s: float = 5.0) -> None:
+        """Open (and lock) the folder. Writes are WAL-logged at once; every ``flush_interval_s``
+        of writing the segments are flushed too, which lets the engine trim its WAL (it grows
+        ~15 KB per user write until then), as a server does every 5 s."""
+        self.flush_interval_s = flush_interval_s
+        self._last_flush = time.monotonic()
         self.path = Path(path).expanduser()
         self.path.mkdir(parents=True, exist_ok=True)
         if is_legacy_folder(self.path):
@@ -161,21 +167,22 @@ class EdgeBackend:
             )
             for p in points
         ]
-        _apply(self._shard(collection), qe.UpdateOperation.upsert_points(edge_points))
+        self._update(collection, qe.UpdateOperation.upsert_points(edge_points))
 
     def set_payload(self, collection: str, payload: Mapping[str, Any], ids: PointIds) -> None:
         if ids:
             op = qe.UpdateOperation.set_payload(tr.ids(ids), dict(payload))
-            _apply(self._shard(collection), op)
+            self._update(collection, op)
 
     def set_payloads(self, collection: str, payloads: Mapping[str, Mapping[str, Any]]) -> None:
-        shard = self._shard(collection)
         for pid, fields in payloads.items():
-            _apply(shard, qe.UpdateOperation.set_payload([tr.point_id(pid)], dict(fields)))
+            self._update(
+                collection, qe.UpdateOperation.set_payload([tr.point_id(pid)], dict(fields))
+            )
 
     def delete(self, collection: str, ids: PointIds) -> None:
         if ids:
-            _apply(self._shard(collection), qe.UpdateOperation.delete_points(tr.ids(ids)))
+            self._update(collection, qe.UpdateOperation.delete_points(tr.ids(ids)))
 
     def scroll(
         self,
@@ -257,10 +264,21 @@ class EdgeBackend:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def optimize(self) -> None:
-        """Build indexes and merge segments now (blocking) instead of as they fill."""
-        for collection in list(self._known()):
-            self._shard(collection).optimize()
+    def _update(self, collection: str, operation: qe.UpdateOperation) -> None:
+        _apply(self._shard(collection), operation)
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def optimize(self, collections: Sequence[str] | None = None) -> bool:
+        """Build the HNSW index of what was written since, merge small segments and drop the old
+        versions of rewritten points — now, blocking. The embedded engine has no background
+        optimizer: without this an items collection is searched by brute force. Returns whether
+        anything was done."""
+        done = False
+        for collection in collections if collections is not None else self._known():
+            if self.collection_exists(collection):
+                done = self._shard(collection).optimize() or done
+        return done
 
     def _known(self) -> list[str]:
         return [p.name for p in self.path.iterdir() if (p / LAYOUT_FILE).is_file()]
@@ -268,6 +286,7 @@ class EdgeBackend:
     def flush(self) -> None:
         for shard in self._shards.values():
             shard.flush()
+        self._last_flush = time.monotonic()
 
     def close(self) -> None:
         """Flush and close every shard, then release the folder."""

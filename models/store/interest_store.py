@@ -117,6 +117,15 @@ class InterestStore:
         """Make every write so far durable in the segments (embedded; a no-op on a server)."""
         self.backend.flush()
 
+    def optimize(self, *, items: bool = True, users: bool = True) -> bool:
+        """Index and compact now: the items' HNSW graph for what was loaded since, the users'
+        segments after many rewrites. Blocking (seconds per 100k new items); a no-op on a
+        server, whose optimizers run in the background. Returns whether anything was done."""
+        names = [
+            n for n, on in ((self.items_collection, items), (self.users_collection, users)) if on
+        ]
+        return self.backend.optimize(names)
+
     def close(self) -> None:
         """Flush and release the backend (and, embedded, the folder)."""
         self.backend.close()
@@ -323,12 +332,23 @@ class InterestStore:
         return len(payloads)
 
     def query_items(self, request: qm.QueryRequest) -> list[qm.ScoredPoint]:
-        """One Query API request on the items collection (the recommend plan's)."""
-        if request.params is None and self.settings.search_hnsw_ef is not None:
-            request = request.model_copy(
-                update={"params": qm.SearchParams(hnsw_ef=self.settings.search_hnsw_ef)}
-            )
+        """One Query API request on the items collection (the recommend plan's), with the
+        search settings (``search_hnsw_ef``) on every stage that searches and sets none."""
+        params = self.search_params()
+        if params is not None:
+            request = with_search_params(request, params)
         return self.backend.query(self.items_collection, request)
+
+    def search_params(self) -> qm.SearchParams | None:
+        """How item searches run: ``hnsw_ef`` from the settings, and for int8-quantised items
+        a rescoring of twice the candidates with the original vectors."""
+        s = self.settings
+        quantization = None
+        if s.items_storage == "int8":
+            quantization = qm.QuantizationSearchParams(rescore=True, oversampling=2.0)
+        if s.search_hnsw_ef is None and quantization is None:
+            return None
+        return qm.SearchParams(hnsw_ef=s.search_hnsw_ef, quantization=quantization)
 
     def sample_item_vectors(self, limit: int) -> list[tuple[str, Float32Array]]:
         """Up to ``limit`` items' content vectors, the first in point-id order (a hash order, so
@@ -361,6 +381,36 @@ class InterestStore:
             raise ValueError(f"{what}: zero vector has no cosine direction")
         values: list[float] = arr.tolist()
         return values
+
+
+def with_search_params(request: qm.QueryRequest, params: qm.SearchParams) -> qm.QueryRequest:
+    """``request`` with ``params`` on the request and every prefetch that sets none: the
+    searches of a multi-stage query happen in its prefetches, not in the formula on top."""
+
+    def stage(p: qm.Prefetch) -> qm.Prefetch:
+        nested = (
+            p.prefetch if isinstance(p.prefetch, list) else [p.prefetch] if p.prefetch else None
+        )
+        return p.model_copy(
+            update={
+                "params": p.params or params,
+                "prefetch": None if nested is None else [stage(n) for n in nested],
+            }
+        )
+
+    top = (
+        request.prefetch
+        if isinstance(request.prefetch, list)
+        else [request.prefetch]
+        if request.prefetch
+        else None
+    )
+    return request.model_copy(
+        update={
+            "params": request.params or params,
+            "prefetch": None if top is None else [stage(p) for p in top],
+        }
+    )
 
 
 def named_vectors(raw: Any) -> dict[str, Float32Array]:
