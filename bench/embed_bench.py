@@ -60,9 +60,9 @@ from models.settings import ModelSettings  # noqa: E402
 from models.store import InterestStore  # noqa: E402
 from models.store.client import ClientBackend  # noqa: E402
 from models.store.edge import EdgeBackend  # noqa: E402
+from streams.contracts.events import DEFAULT_TYPE_WEIGHTS  # noqa: E402
+from streams.contracts.jobs import JobEvent, UpdateJob  # noqa: E402
 from streams.embed_fold import JobFolder  # noqa: E402
-from streams.events import DEFAULT_TYPE_WEIGHTS  # noqa: E402
-from streams.jobs import JobEvent, UpdateJob  # noqa: E402
 
 TOPICS = {
     "ml": "deep learning neural network transformer attention gradient training model dataset "

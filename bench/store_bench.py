@@ -75,7 +75,7 @@ from models.interests import Observation  # noqa: E402
 from models.profile import InterestSpec, UserInterests  # noqa: E402
 from models.settings import QdrantSettings  # noqa: E402
 from models.store import InterestStore  # noqa: E402
-from streams.events import DEFAULT_TYPE_WEIGHTS as TYPE_WEIGHTS  # noqa: E402
+from streams.contracts.events import DEFAULT_TYPE_WEIGHTS as TYPE_WEIGHTS  # noqa: E402
 
 DIM = 384
 ITEM_BATCH = 1024
@@ -517,7 +517,7 @@ def fold_events(
     """The text pool and the jobs of each step: ``events`` over ``users`` stored users, 80 %
     naming an item (Zipf 1.1 over the catalog), 20 % text-only searches (Zipf over the pool).
     Events are numbered after each user's stored ``seq``, so none is a replay."""
-    from streams.jobs import JobEvent, UpdateJob
+    from streams.contracts.jobs import JobEvent, UpdateJob
 
     rng = np.random.default_rng([fold["seed"], 6])
     pool = [

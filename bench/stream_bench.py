@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:  # `python bench/stream_bench.py` without an insta
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 
-from streams.jobs import UpdateJob  # noqa: E402
+from streams.contracts.jobs import UpdateJob  # noqa: E402
 from streams.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
 

@@ -37,7 +37,7 @@ LAZY_USER_ERRORS = (
     ("models.store", "StoreError"),
     ("models.encoder", "ModelLoadError"),
     ("models.catalog", "InvalidItem"),
-    ("streams.events", "InvalidEvent"),
+    ("streams.contracts.events", "InvalidEvent"),
     ("streams.api", "ApiUnavailable"),
     ("streams.topics", "PartitionMismatch"),
 )

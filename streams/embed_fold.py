@@ -37,7 +37,7 @@ from models.encoder import Encoder
 from models.interests import Observation, StateError
 from models.profile import InterestSpec, UserInterests
 from models.store import InterestStore, StoredUser
-from streams.jobs import JobEvent, UpdateJob
+from streams.contracts.jobs import JobEvent, UpdateJob
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class FoldReport:
 def pending_events(jobs: Sequence[UpdateJob], stored_seq: int) -> list[JobEvent]:
     """One user's events from ``jobs`` that are not folded in yet, in ``n`` order, each once.
 
-    >>> from streams.jobs import JobEvent, UpdateJob
+    >>> from streams.contracts.jobs import JobEvent, UpdateJob
     >>> def job(*ns):
     ...     events = tuple(JobEvent(n, f"e{n}", "click", 1.0, 0, text="t") for n in ns)
     ...     return UpdateJob("u", events, first_seen_ms=0, emitted_ms=0)
@@ -216,7 +216,7 @@ class JobFolder:
 def recent_items(previous: Iterable[str], events: Sequence[JobEvent], cap: int) -> list[str]:
     """The user's most recent distinct item ids, newest last (recommend excludes them).
 
-    >>> from streams.jobs import JobEvent
+    >>> from streams.contracts.jobs import JobEvent
     >>> evs = [JobEvent(n, f"e{n}", "view", 0.5, 0, item_id=i) for n, i in enumerate("bcb", 1)]
     >>> recent_items(["a", "b"], evs, cap=3)
     ['a', 'c', 'b']

@@ -41,9 +41,9 @@ from models.profile import InterestSpec
 from models.settings import ModelSettings, ProfileSettings, QdrantSettings
 from models.store import InterestStore, LegacyStoreError, StoreLockedError, StoreSchemaError
 from streams.api import ApiServer
-from streams.dlq import DeadLetter, kafka_source
+from streams.contracts.dlq import DeadLetter, kafka_source
+from streams.contracts.jobs import InvalidJob, UpdateJob
 from streams.embed_fold import FoldReport, JobFolder
-from streams.jobs import InvalidJob, UpdateJob
 from streams.lag import LagCollector
 from streams.metrics import EmbedMetrics
 from streams.popularity import InvalidRecord, PopularityUpdate

@@ -1,6 +1,7 @@
 """Getting events into the system: a Python API for applications and ``interest-stream publish``.
 
-Every record is validated with the same rules the stream workers apply (:mod:`streams.events`):
+Every record is validated with the same rules the stream workers apply
+(:mod:`streams.contracts.events`):
 valid events go to ``interest.events`` keyed by ``user_id`` (so one user's events stay in order on
 one partition); anything else goes to the dead-letter topic with the original bytes and a reason,
 so nothing is lost.
@@ -25,8 +26,8 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from streams.dlq import DeadLetter
-from streams.events import Event, EventRules, InvalidEvent, parse_event, validate_event
+from streams.contracts.dlq import DeadLetter
+from streams.contracts.events import Event, EventRules, InvalidEvent, parse_event, validate_event
 from streams.settings import IntakeSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_topics, unreachable
 

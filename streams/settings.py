@@ -16,7 +16,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from models.config import CoreSettings, InterestSettings
-from streams.events import DEFAULT_TYPE_WEIGHTS, EventRules
+from streams.contracts.events import DEFAULT_TYPE_WEIGHTS, EventRules
 
 
 class KafkaSettings(InterestSettings):
@@ -95,7 +95,7 @@ class BrokerSettings(InterestSettings):
 
 
 class IntakeSettings(InterestSettings):
-    """How incoming events are validated (see :mod:`streams.events`)."""
+    """How incoming events are validated (see :mod:`streams.contracts.events`)."""
 
     config_section = "intake"
     model_config = SettingsConfigDict(env_prefix="INTEREST_INTAKE_", extra="ignore")

@@ -71,7 +71,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from streams.events import DEFAULT_RULES, EventRules
+from streams.contracts.events import DEFAULT_RULES, EventRules
 from streams.faust_tables import ProducerSink, TableStore, state_table
 from streams.group_offsets import commit_start_offsets
 from streams.lag import LagCollector

@@ -5,7 +5,8 @@ never a crash); make sure the record sits in its user's partition ``murmur2(user
 (otherwise re-key it to the repartition topic, which the same agent consumes); apply it to the
 user's state (numbering, dedupe, pending, activity -- :mod:`streams.userstate`). Per batch, ask
 the trigger policy (:mod:`streams.triggers`) which users are due and emit one
-:class:`~streams.jobs.UpdateJob` per due user. The timer (:meth:`StreamProcessor.flush_due`)
+:class:`~streams.contracts.jobs.UpdateJob` per due user. The timer
+(:meth:`StreamProcessor.flush_due`)
 flushes idle users whose oldest pending event is about to exceed max_delay (counted from the
 record's Kafka timestamp). New events with an item and a positive weight are also summed per
 item for the batch and sent to the item repartition topic (:mod:`streams.popularity`).
@@ -40,8 +41,8 @@ from typing import Any, Protocol
 
 from aiokafka.partitioner import murmur2
 
-from streams.dlq import DeadLetter, kafka_source
-from streams.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
+from streams.contracts.dlq import DeadLetter, kafka_source
+from streams.contracts.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
 from streams.popularity import Contributions
 from streams.table_owner import StateStore, TableOwner
 from streams.triggers import FlushLead, FlushReason, TriggerPolicy
@@ -99,7 +100,8 @@ def partition_for(key: bytes, partitions: int) -> int:
 def dlq_record(
     rec: Record, raw: bytes, *, reason: str, detail: str, now_ms: int
 ) -> tuple[bytes, Headers]:
-    """The DLQ value (the original bytes) and headers of a rejected record (streams.dlq)."""
+    """The DLQ value (the original bytes) and headers of a rejected record
+    (streams.contracts.dlq)."""
     letter = DeadLetter(
         key=rec.key,
         value=raw,

@@ -5,7 +5,7 @@ survives restarts) in the compact byte form of :meth:`UserState.to_bytes`. It ho
 
 * ``last_n`` -- every accepted event gets the user's next number ``n`` (1, 2, 3 ...). Numbers are
   never reused: an update job's ``seq`` is the ``n`` of its last event and the embed worker drops
-  events with ``n <=`` the seq it stored (see :mod:`streams.jobs`).
+  events with ``n <=`` the seq it stored (see :mod:`streams.contracts.jobs`).
 * ``offsets`` -- per source topic, the offset of the last record applied. After a crash Kafka
   replays records from the last committed offset; those at or below this offset are already in
   the state and are skipped exactly (:attr:`Applied.REPLAY`), however many there are.
@@ -26,7 +26,7 @@ pending events without decoding it.
 
 >>> limits = StateLimits()
 >>> s = UserState()
->>> from streams.events import Event
+>>> from streams.contracts.events import Event
 >>> e = Event("e1", "u1", "click", 60_500, 1.0, text="gans")
 >>> s.apply(e, seen_ms=1000, source=0, offset=7, limits=limits).outcome
 <Applied.NEW: 'new'>
@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
-from streams.events import Event
-from streams.jobs import JobEvent, UpdateJob
+from streams.contracts.events import Event
+from streams.contracts.jobs import JobEvent, UpdateJob
 from streams.triggers import PendingView
 
 #: Number of source topics whose offsets a state tracks (the events topic, the repartition topic).

@@ -5,8 +5,10 @@ embeds an item (:func:`models.catalog.item_embedding_text`: ``"title (year)"``, 
 genres when ``item_tags_in_text`` is on); the vectors are cached on disk next to the dataset,
 keyed by model name and a hash of the embedded texts, so later runs need no model at all.
 
-Users, fast mode: each user's profile events become one :class:`~streams.jobs.UpdateJob` (events
-validated and normalised by :func:`streams.events.validate_event`, numbered 1..n as the stream
+Users, fast mode: each user's profile events become one :class:`~streams.contracts.jobs.UpdateJob`
+(events
+validated and normalised by :func:`streams.contracts.events.validate_event`, numbered 1..n as the
+stream
 worker numbers them) and go through :meth:`streams.embed_fold.JobFolder.apply` — the embed
 worker's own step — into embedded Qdrant (Qdrant's engine in this process,
 :class:`~models.store.edge.EdgeBackend`). Clusters depend on event order and the decayed means do
@@ -29,9 +31,9 @@ from models.profile import InterestSpec
 from models.settings import BUNDLED_MODEL_NAME, ModelSettings, QdrantSettings
 from models.store import InterestStore, StoredUser
 from models.store.edge import EdgeBackend
+from streams.contracts.events import validate_event
+from streams.contracts.jobs import JobEvent, UpdateJob
 from streams.embed_fold import FoldReport, JobFolder
-from streams.events import validate_event
-from streams.jobs import JobEvent, UpdateJob
 
 #: ``now`` for validation: far ahead of 1998, so the far-future check never trips.
 VALIDATION_NOW_MS = 2**52

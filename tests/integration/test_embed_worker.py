@@ -21,9 +21,9 @@ from models.interests import Observation
 from models.profile import InterestSpec, batch_compute
 from models.settings import ModelSettings, QdrantSettings
 from models.store import InterestStore
-from streams.dlq import DeadLetter
+from streams.contracts.dlq import DeadLetter
+from streams.contracts.jobs import JobEvent, UpdateJob
 from streams.embed_worker import EmbedWorker
-from streams.jobs import JobEvent, UpdateJob
 from streams.settings import EmbedSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_topics
 

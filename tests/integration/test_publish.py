@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from kafka_testing import read_topic_sync
 
-from streams.dlq import DeadLetter
-from streams.events import InvalidEvent
+from streams.contracts.dlq import DeadLetter
+from streams.contracts.events import InvalidEvent
 from streams.publish import EventPublisher
 from streams.settings import KafkaSettings, TopicSettings
 

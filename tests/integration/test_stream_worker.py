@@ -29,8 +29,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka_testing import StreamWorkerProcess, read_topic_sync
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.dlq import DeadLetter
-from streams.jobs import UpdateJob
+from streams.contracts.dlq import DeadLetter
+from streams.contracts.jobs import UpdateJob
 from streams.settings import KafkaSettings, TopicSettings
 from streams.topics import ensure_topics
 

@@ -26,8 +26,8 @@ from bench.embed_bench import (
 )
 from models.profile import InterestSpec
 from models.store.edge import EdgeBackend
+from streams.contracts.jobs import JobEvent, UpdateJob
 from streams.embed_fold import JobFolder
-from streams.jobs import JobEvent, UpdateJob
 
 DIM = 8
 

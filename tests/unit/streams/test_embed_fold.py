@@ -14,8 +14,8 @@ from models.profile import InterestSpec
 from models.recommend import Recommender
 from models.settings import QdrantSettings
 from models.store import InterestStore
+from streams.contracts.jobs import JobEvent, UpdateJob
 from streams.embed_fold import JobFolder
-from streams.jobs import JobEvent, UpdateJob
 
 pytestmark = pytest.mark.slow
 

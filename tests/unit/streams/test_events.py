@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.events import (
+from streams.contracts.events import (
     BAD_LENGTH,
     BAD_TIMESTAMP,
     BAD_WEIGHT,

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.dlq import DeadLetter
-from streams.jobs import UpdateJob
+from streams.contracts.dlq import DeadLetter
+from streams.contracts.jobs import UpdateJob
 from streams.settings import KafkaSettings
 from streams.stream_app import StreamWorker, _collect
 from streams.stream_processor import (

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import Event
-from streams.jobs import UpdateJob
+from streams.contracts.events import Event
+from streams.contracts.jobs import UpdateJob
 from streams.userstate import (
     ActivityWindow,
     Applied,

@@ -6,7 +6,7 @@ replayed as-is) and carries the why in headers, like Kafka Connect's ``errors.de
 =========================== ===========================================================
 header                      value
 =========================== ===========================================================
-``interest.dlq.reason``     a stable code from :data:`streams.events.REASONS`
+``interest.dlq.reason``     a stable code from :data:`streams.contracts.events.REASONS`
 ``interest.dlq.detail``     one human-readable line
 ``interest.dlq.source``     where it came from: ``topic/partition/offset`` or ``file:line``
 ``interest.dlq.stage``      which component rejected it (``publish``, ``stream`` …)
