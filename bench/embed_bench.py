@@ -62,7 +62,7 @@ from models.store.client import ClientBackend  # noqa: E402
 from models.store.edge import EdgeBackend  # noqa: E402
 from streams.contracts.events import DEFAULT_TYPE_WEIGHTS  # noqa: E402
 from streams.contracts.jobs import JobEvent, UpdateJob  # noqa: E402
-from streams.embed_fold import JobFolder  # noqa: E402
+from streams.embed.fold import JobFolder  # noqa: E402
 
 TOPICS = {
     "ml": "deep learning neural network transformer attention gradient training model dataset "
@@ -352,7 +352,7 @@ async def bench_kafka(encoder: Encoder, args: argparse.Namespace, work: Path) ->
     from aiokafka.admin import AIOKafkaAdminClient
 
     from models.settings import QdrantSettings
-    from streams.embed_worker import EmbedWorker
+    from streams.embed.worker import EmbedWorker
     from streams.settings import EmbedSettings, KafkaSettings, TopicSettings
     from streams.topics import ensure_topics
 

@@ -17,7 +17,7 @@ What it measures (issue 13, item 7), each size in a fresh process so memory is i
    share of queries whose top-10 is the same set (and the same order), and mean recall@10.
 4. Memory and disk at each users size: VmRSS / VmHWM of the process (and its baseline before the
    store opened), bytes allocated under the store folder.
-5. Embed worker, warm text cache, on each backend: ``streams.embed_fold.JobFolder.apply`` (the
+5. Embed worker, warm text cache, on each backend: ``streams.embed.fold.JobFolder.apply`` (the
    worker's whole per-batch step) on stored synthetic users, 80 % of events naming catalog items
    (Zipf), 20 % text-only from a pool already in the encoder's cache; steps alternate between the
    backends so noise hits both. (The cold-cache ratio against the encoder alone is
@@ -555,7 +555,7 @@ def run_fold(fold: dict[str, Any]) -> dict[str, Any]:
     """Fold the same jobs on each backend's store (each with the same users and items), steps
     alternating between backends; the texts are in the encoder's cache before the clock starts."""
     from models.encoder import Encoder
-    from streams.embed_fold import JobFolder
+    from streams.embed.fold import JobFolder
 
     space = ItemSpace(fold["seed"], fold["items"])
     templates = make_templates(space, 64, fold["seed"])

@@ -22,7 +22,7 @@ from streams.settings import BrokerSettings, IntakeSettings, KafkaSettings, Topi
 from streams.topics import KafkaUnavailable
 
 if TYPE_CHECKING:
-    from streams.store_access import StoreAccess
+    from streams.embed.store_access import StoreAccess
 
 # Errors a user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -38,7 +38,7 @@ LAZY_USER_ERRORS = (
     ("models.encoder", "ModelLoadError"),
     ("models.catalog", "InvalidItem"),
     ("streams.contracts.events", "InvalidEvent"),
-    ("streams.api", "ApiUnavailable"),
+    ("streams.embed.api", "ApiUnavailable"),
     ("streams.topics", "PartitionMismatch"),
 )
 
@@ -219,7 +219,7 @@ def demo(fast: bool, keep: bool) -> None:
 def embed() -> None:
     """Run one embed worker: update jobs -> interest vectors in Qdrant."""
     from models.settings import ModelSettings, QdrantSettings
-    from streams.embed_worker import EmbedWorker
+    from streams.embed.worker import EmbedWorker
     from streams.settings import ApiSettings, EmbedSettings
 
     worker = EmbedWorker(
@@ -264,8 +264,8 @@ def items_load(source: Path, as_json: bool) -> None:
 
 def _access() -> StoreAccess:
     from models.settings import QdrantSettings
+    from streams.embed.store_access import StoreAccess
     from streams.settings import ApiSettings
-    from streams.store_access import StoreAccess
 
     return StoreAccess(QdrantSettings(), ApiSettings())
 
@@ -327,7 +327,7 @@ def recommend(
     """Recommend items for USER_ID from Qdrant by similarity to the user's interest vectors."""
     from models.query_plan import parse_filter_args
     from models.recommend import Recommender
-    from streams.api import check_dimensions
+    from streams.embed.api import check_dimensions
 
     try:
         parsed = parse_filter_args(filters)

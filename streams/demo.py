@@ -28,9 +28,9 @@ import click
 
 from models.config import CoreSettings
 from models.user_view import format_user
-from streams.api import ApiClient, ApiUnavailable
 from streams.broker import LocalBroker
 from streams.demo_catalog import PERSONAS, DemoItem, build_catalog, scripted_events
+from streams.embed.api import ApiClient, ApiUnavailable
 from streams.publish import EventPublisher
 from streams.settings import ApiSettings, BrokerSettings, KafkaSettings, TopicSettings
 

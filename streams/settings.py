@@ -121,7 +121,7 @@ class IntakeSettings(InterestSettings):
 
 
 class EmbedSettings(InterestSettings):
-    """The embed workers' consumer group and batching (see :mod:`streams.embed_worker`)."""
+    """The embed workers' consumer group and batching (see :mod:`streams.embed.worker`)."""
 
     config_section = "embed"
     model_config = SettingsConfigDict(env_prefix="INTEREST_EMBED_", extra="ignore")

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.metrics import BATCH_BUCKETS
+from streams.embed.metrics import BATCH_BUCKETS
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ class _StatsCollector(Collector):
 
 
 class StreamMetrics:
-    """What a stream worker exports (its own registry, as :class:`streams.metrics.EmbedMetrics`)."""
+    """What a stream worker exports (its own registry, as
+    :class:`streams.embed.metrics.EmbedMetrics`)."""
 
     def __init__(
         self,

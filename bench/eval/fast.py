@@ -1,7 +1,7 @@
 """Fast mode: the models/ code directly, no Kafka — items and users straight into embedded Qdrant.
 
 :func:`fast_world` loads the items (popularity counted on the given splits' profile parts only),
-folds every user's profile through the embed worker's :class:`~streams.embed_fold.JobFolder` and
+folds every user's profile through the embed worker's :class:`~streams.embed.fold.JobFolder` and
 opens the result for scoring. :func:`open_world` does the last step for a Qdrant folder someone
 else filled (the pipeline's workers).
 """

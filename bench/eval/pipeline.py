@@ -44,7 +44,7 @@ import numpy.typing as npt
 from bench.eval.config import EvalParams
 from bench.eval.world import load_items, open_folder, open_store, read_users
 from bench.movielens import MovieLens, UserSplit, popularity, profile_events
-from streams.api import ApiClient, ApiUnavailable
+from streams.embed.api import ApiClient, ApiUnavailable
 from streams.lag import LagReader
 from streams.publish import EventPublisher
 from streams.settings import ApiSettings, KafkaSettings, TopicSettings

@@ -9,7 +9,7 @@ Users, fast mode: each user's profile events become one :class:`~streams.contrac
 (events
 validated and normalised by :func:`streams.contracts.events.validate_event`, numbered 1..n as the
 stream
-worker numbers them) and go through :meth:`streams.embed_fold.JobFolder.apply` — the embed
+worker numbers them) and go through :meth:`streams.embed.fold.JobFolder.apply` — the embed
 worker's own step — into embedded Qdrant (Qdrant's engine in this process,
 :class:`~models.store.edge.EdgeBackend`). Clusters depend on event order and the decayed means do
 not depend on how events are cut into jobs, so this equals what the pipeline writes.
@@ -33,7 +33,7 @@ from models.store import InterestStore, StoredUser
 from models.store.edge import EdgeBackend
 from streams.contracts.events import validate_event
 from streams.contracts.jobs import JobEvent, UpdateJob
-from streams.embed_fold import FoldReport, JobFolder
+from streams.embed.fold import FoldReport, JobFolder
 
 #: ``now`` for validation: far ahead of 1998, so the far-future check never trips.
 VALIDATION_NOW_MS = 2**52

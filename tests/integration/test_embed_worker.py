@@ -23,7 +23,7 @@ from models.settings import ModelSettings, QdrantSettings
 from models.store import InterestStore
 from streams.contracts.dlq import DeadLetter
 from streams.contracts.jobs import JobEvent, UpdateJob
-from streams.embed_worker import EmbedWorker
+from streams.embed.worker import EmbedWorker
 from streams.settings import EmbedSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_topics
 

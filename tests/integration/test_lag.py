@@ -31,9 +31,9 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.broker import ensure_jars, require_java
+from streams.embed.metrics import EmbedMetrics
 from streams.lag import LagCollector
 from streams.lag_cli import lag
-from streams.metrics import EmbedMetrics
 from streams.settings import BrokerSettings, KafkaSettings
 from streams.stream_app import StreamStats
 from streams.stream_metrics import MetricsServer, StreamMetrics

@@ -27,7 +27,7 @@ from kafka_testing import StreamWorkerProcess
 from models.profile import InterestSpec
 from models.settings import ModelSettings, QdrantSettings
 from models.store import POPULARITY_FIELD, InterestStore
-from streams.embed_worker import EmbedWorker
+from streams.embed.worker import EmbedWorker
 from streams.popularity import PopularityUpdate
 from streams.settings import EmbedSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_topics

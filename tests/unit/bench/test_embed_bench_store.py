@@ -27,7 +27,7 @@ from bench.embed_bench import (
 from models.profile import InterestSpec
 from models.store.edge import EdgeBackend
 from streams.contracts.jobs import JobEvent, UpdateJob
-from streams.embed_fold import JobFolder
+from streams.embed.fold import JobFolder
 
 DIM = 8
 

@@ -15,7 +15,7 @@ from models.recommend import Recommender
 from models.settings import QdrantSettings
 from models.store import InterestStore
 from streams.contracts.jobs import JobEvent, UpdateJob
-from streams.embed_fold import JobFolder
+from streams.embed.fold import JobFolder
 
 pytestmark = pytest.mark.slow
 

@@ -30,8 +30,8 @@ from models.encoder import Encoder
 from models.settings import QdrantSettings
 from models.store import InterestStore, item_point_id, user_point_id
 from models.store.client import ClientBackend
-from streams.api import ApiServer
-from streams.qdrant_rest import (
+from streams.embed.api import ApiServer
+from streams.embed.qdrant_rest import (
     drop_keys,
     other_endpoint,
     parse_body,

@@ -1,7 +1,7 @@
 """The embed worker: ``interest.updates`` → per-dimension interest vectors in Qdrant.
 
 An aiokafka consumer group (scale out by adding workers; Kafka splits the partitions). Each loop:
-poll up to ``max_batch_jobs`` jobs, fold them in one step (:class:`streams.embed_fold.JobFolder`,
+poll up to ``max_batch_jobs`` jobs, fold them in one step (:class:`streams.embed.fold.JobFolder`,
 in a thread so heartbeats continue), and commit the batch's offsets only after the upsert
 succeeded. If Qdrant fails, the same batch is retried with exponential backoff and nothing is
 committed, so no job is lost; replays are harmless because folding is idempotent by ``seq``.
@@ -40,12 +40,12 @@ from models.encoder import Encoder, ModelLoadError
 from models.profile import InterestSpec
 from models.settings import ModelSettings, ProfileSettings, QdrantSettings
 from models.store import InterestStore, LegacyStoreError, StoreLockedError, StoreSchemaError
-from streams.api import ApiServer
 from streams.contracts.dlq import DeadLetter, kafka_source
 from streams.contracts.jobs import InvalidJob, UpdateJob
-from streams.embed_fold import FoldReport, JobFolder
+from streams.embed.api import ApiServer
+from streams.embed.fold import FoldReport, JobFolder
+from streams.embed.metrics import EmbedMetrics
 from streams.lag import LagCollector
-from streams.metrics import EmbedMetrics
 from streams.popularity import InvalidRecord, PopularityUpdate
 from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_popularity_topic, ensure_topics, unreachable

@@ -15,7 +15,7 @@ Routes (JSON):
 - ``POST /v1/items``: body = JSON lines of catalog items → ``{"loaded": n}``
 - Qdrant's read-only REST endpoints on the users and items collections (``GET /``,
   ``/collections/...``), so qdrant-client reads with ``QdrantClient(url=<this API>)``; writes
-  there are refused (:mod:`streams.qdrant_rest`)
+  there are refused (:mod:`streams.embed.qdrant_rest`)
 
 Every store access goes through one single-thread executor shared with the embed loop, because
 the embedded Qdrant client is not thread-safe.
@@ -44,7 +44,7 @@ from models.recommend import Recommender
 from models.settings import ProfileSettings
 from models.store import InterestStore
 from models.user_view import describe_user
-from streams.qdrant_rest import QdrantRest
+from streams.embed.qdrant_rest import QdrantRest
 from streams.settings import ApiSettings
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,8 @@
 
 Embedded Qdrant admits one process. If the folder is free, the command opens it itself; if a
 running ``interest-stream run``/``embed`` holds it, the command asks that process's HTTP API
-(:mod:`streams.api`) instead — a user never sees a lock error for running ``recommend`` next to
+(:mod:`streams.embed.api`) instead — a user never sees a lock error for running ``recommend`` next
+to
 ``run``. With a Qdrant server (``INTEREST_QDRANT_URL``) commands always go to Qdrant directly.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 from models.settings import ModelSettings, QdrantSettings
 from models.store import InterestStore, StoreLockedError
 from models.user_view import describe_user
-from streams.api import ApiClient, ApiUnavailable
+from streams.embed.api import ApiClient, ApiUnavailable
 from streams.settings import ApiSettings
 
 
