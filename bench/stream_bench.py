@@ -4,7 +4,7 @@ What it measures (issue 3, "Measure"), on the broker at ``INTEREST_KAFKA_BOOTSTR
 
 1. Throughput. ``--users`` x ``--per-user`` events are produced to a fresh events topic first.
    A bare ``AIOKafkaConsumer`` reads them all (first record to last); then one stream worker
-   (``python -m streams.stream_app``, the same code as ``interest-stream stream``) processes the
+   (``python -m streams.stream.app``, the same code as ``interest-stream stream``) processes the
    same topic from the start. The worker's rate is taken from its jobs: events carried by the jobs
    emitted between the 5 % and the 95 % marks, over that span (so neither the worker's start nor
    the final age-flush tail counts). The headline is worker / bare consumer.
@@ -379,7 +379,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 class WorkerRun:
-    """One stream worker process on fresh topics (``python -m streams.stream_app``)."""
+    """One stream worker process on fresh topics (``python -m streams.stream.app``)."""
 
     def __init__(self, kafka: KafkaSettings, topics: TopicSettings, app_id: str, work: Path):
         self.kafka, self.topics, self.app_id = kafka, topics, app_id
@@ -397,7 +397,7 @@ class WorkerRun:
         self.log_path = work / f"{app_id}.log"
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.stream_app"], env=env, stdout=self.log, stderr=self.log
+            [sys.executable, "-m", "streams.stream.app"], env=env, stdout=self.log, stderr=self.log
         )
 
     def wait_caught_up(self, n: int) -> float:

@@ -197,7 +197,7 @@ def run() -> None:
 @main.command()
 def stream() -> None:
     """Run one stream worker (faust): validate, dedupe, window, emit update jobs."""
-    from streams.stream_app import run_stream_worker
+    from streams.stream.app import run_stream_worker
 
     sys.exit(run_stream_worker())
 

@@ -34,7 +34,7 @@ def default_groups() -> list[str]:
     """The service's groups: the embed workers' and the stream workers' (faust app id)."""
     groups = [EmbedSettings().group_id]
     try:
-        from streams.stream_settings import StreamSettings
+        from streams.stream.settings import StreamSettings
     except ImportError:
         groups.append(FALLBACK_STREAM_GROUP)
     else:

@@ -58,7 +58,7 @@ class TopicSettings(InterestSettings):
     dlq: str = "interest.events.dlq"
     updates: str = "interest.updates"
     #: Item popularity from the stream workers to the embed workers (key item_id, compacted;
-    #: created by either worker, see streams.popularity). Not in ``all()``: it is compacted.
+    #: created by either worker, see streams.stream.popularity). Not in ``all()``: it is compacted.
     popularity: str = "interest.items.popularity"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)

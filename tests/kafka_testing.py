@@ -67,14 +67,14 @@ def read_topic_sync(
 
 
 class StreamWorkerProcess:
-    """One stream worker process (``python -m streams.stream_app``, as ``interest-stream stream``
+    """One stream worker process (``python -m streams.stream.app``, as ``interest-stream stream``
     runs it), its output appended to ``log``."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.stream_app"],
+            [sys.executable, "-m", "streams.stream.app"],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

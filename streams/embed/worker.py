@@ -6,7 +6,8 @@ in a thread so heartbeats continue), and commit the batch's offsets only after t
 succeeded. If Qdrant fails, the same batch is retried with exponential backoff and nothing is
 committed, so no job is lost; replays are harmless because folding is idempotent by ``seq``.
 
-Item popularity (:mod:`streams.popularity`): the same consumer also reads the popularity topic
+Item popularity (:mod:`streams.stream.popularity`): the same consumer also reads the popularity
+topic
 (``interest.items.popularity``, written by the stream workers, which must not open the embedded
 Qdrant this process owns). One consumer rather than a second one: one poll loop, one commit
 after everything in the batch is applied, and the embed group's lag covers both topics. Per
@@ -46,8 +47,8 @@ from streams.embed.api import ApiServer
 from streams.embed.fold import FoldReport, JobFolder
 from streams.embed.metrics import EmbedMetrics
 from streams.lag import LagCollector
-from streams.popularity import InvalidRecord, PopularityUpdate
 from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
+from streams.stream.popularity import InvalidRecord, PopularityUpdate
 from streams.topics import ensure_popularity_topic, ensure_topics, unreachable
 
 log = logging.getLogger(__name__)

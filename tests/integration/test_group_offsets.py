@@ -1,5 +1,5 @@
 """A stream worker's group gets a committed offset on every source partition before it starts
-(streams.group_offsets): the log start where none exists, never over an existing one, and not
+(streams.stream.group_offsets): the log start where none exists, never over an existing one, and not
 while the group has members."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from streams.group_offsets import commit_start_offsets
 from streams.settings import KafkaSettings, TopicSettings
+from streams.stream.group_offsets import commit_start_offsets
 from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -35,8 +35,8 @@ from streams.embed.metrics import EmbedMetrics
 from streams.lag import LagCollector
 from streams.lag_cli import lag
 from streams.settings import BrokerSettings, KafkaSettings
-from streams.stream_app import StreamStats
-from streams.stream_metrics import MetricsServer, StreamMetrics
+from streams.stream.app import StreamStats
+from streams.stream.metrics import MetricsServer, StreamMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -1,7 +1,7 @@
 """Stream workers on the real broker: bursts, kill -9 and restart, two workers and a rebalance,
 the metrics server.
 
-Each test runs ``python -m streams.stream_app`` as child processes (as ``interest-stream stream``
+Each test runs ``python -m streams.stream.app`` as child processes (as ``interest-stream stream``
 does) on fresh topics and checks the jobs on the updates topic against the input:
 
 * the union of the jobs' events is exactly the valid, de-duplicated input (or, after a kill -9,
@@ -212,7 +212,7 @@ def test_kill_9_mid_run_and_restart_loses_nothing(
 ) -> None:
     """Killed twice while events keep coming: each restart recovers the state from the changelog
     and resumes from the committed offsets (where faust's recovery used to drop records:
-    streams.faust_ordering)."""
+    streams.stream.faust_ordering)."""
     users = [f"k-{i}" for i in range(100)]
     sent = [(users[i % len(users)], f"e{i}") for i in range(8_000)]
     records: list[tuple[bytes | None, bytes]] = [(u.encode(), event(e, u)) for u, e in sent]
@@ -265,7 +265,7 @@ def test_two_workers_split_partitions_and_agree_after_rebalance(
     reader.wait_for(set(sent), timeout_s=45)
     in_order(check_jobs(reader.jobs, sent, exact=False), sent)
     assert workers[1].terminate() == 0
-    # Every partition had a known start (streams.group_offsets), so the gapless check ran on
+    # Every partition had a known start (streams.stream.group_offsets), so the gapless check ran on
     # each one, and faust's fetch loop never died.
     for log in ("w1.log", "w2.log"):
         text = (tmp_path / log).read_text()

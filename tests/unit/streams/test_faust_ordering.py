@@ -1,4 +1,5 @@
-"""The gapless consumer (streams.faust_ordering) on faust's real consumer class; only the driver
+"""The gapless consumer (streams.stream.faust_ordering) on faust's real consumer class; only the
+driver
 calls below it (the fetch, the seek in the consumer's thread) are replaced."""
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
-from streams.faust_ordering import STALL_AFTER_S, GaplessConsumer
 from streams.settings import KafkaSettings
-from streams.stream_app import StreamWorker
-from streams.stream_settings import StreamSettings
+from streams.stream.app import StreamWorker
+from streams.stream.faust_ordering import STALL_AFTER_S, GaplessConsumer
+from streams.stream.settings import StreamSettings
 
 EVENTS = TP("interest.events", 0)
 

@@ -1,5 +1,5 @@
 """Reading a group's offsets on a broker whose group coordinator is not ready yet
-(streams.group_offsets; the rest is tested on the real broker in tests/integration)."""
+(streams.stream.group_offsets; the rest is tested on the real broker in tests/integration)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.group_offsets import _without_offset
+from streams.stream.group_offsets import _without_offset
 
 TPS = [TopicPartition("events", 0), TopicPartition("events", 1)]
 

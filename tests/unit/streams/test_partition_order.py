@@ -1,12 +1,12 @@
 """PartitionOrder: a consumer that follows its verdicts hands on every record of a partition in
-order, whatever faust's rebalances do to its fetches (streams.faust_ordering, repair 2)."""
+order, whatever faust's rebalances do to its fetches (streams.stream.faust_ordering, repair 2)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.partition_order import PartitionOrder, StallWatch, Verdict
+from streams.stream.partition_order import PartitionOrder, StallWatch, Verdict
 
 
 def test_in_order_records_pass_and_a_jump_is_read_again() -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.popularity import (
+from streams.stream.popularity import (
     NEVER,
     Action,
     Contributions,
@@ -26,9 +26,9 @@ from streams.popularity import (
     decode_contributions,
     encode_contributions,
 )
-from streams.stream_processor import Record, StreamProcessor, StreamStats, Topics, partition_for
-from streams.triggers import TriggerPolicy
-from streams.userstate import StateLimits
+from streams.stream.processor import Record, StreamProcessor, StreamStats, Topics, partition_for
+from streams.stream.triggers import TriggerPolicy
+from streams.stream.userstate import StateLimits
 
 H = 3600.0  # half-life in the tests, seconds
 T0 = 1_795_000_000_000

@@ -16,17 +16,17 @@ from hypothesis import strategies as st
 from streams.contracts.dlq import DeadLetter
 from streams.contracts.jobs import UpdateJob
 from streams.settings import KafkaSettings
-from streams.stream_app import StreamWorker, _collect
-from streams.stream_processor import (
+from streams.stream.app import StreamWorker, _collect
+from streams.stream.processor import (
     Headers,
     Record,
     StreamProcessor,
     Topics,
     partition_for,
 )
-from streams.stream_settings import StreamSettings
-from streams.triggers import TriggerPolicy
-from streams.userstate import StateLimits, UserState
+from streams.stream.settings import StreamSettings
+from streams.stream.triggers import TriggerPolicy
+from streams.stream.userstate import StateLimits, UserState
 
 T0 = 1_795_000_000_000
 TOPICS = Topics()
@@ -484,7 +484,8 @@ class _SlowSink(FakeSink):
 
 def test_a_worker_whose_flushes_land_late_learns_to_flush_earlier() -> None:
     """Flushes that take 300 ms to deliver: the first single-event job lands past max_delay, then
-    the worker flushes on age earlier (streams.triggers.FlushLead) and every later one fits."""
+    the worker flushes on age earlier (streams.stream.triggers.FlushLead) and every later one
+    fits."""
     store, clock = FakeStore(), Clock()
     sink = _SlowSink(store, clock, delay_ms=300)
     policy = TriggerPolicy(flush_count=100, max_delay_ms=1000, slack_ms=100)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.triggers import FlushLead, FlushReason, PendingView, TriggerPolicy
+from streams.stream.triggers import FlushLead, FlushReason, PendingView, TriggerPolicy
 
 T0 = 1_700_000_000_000
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from streams.contracts.events import Event
 from streams.contracts.jobs import UpdateJob
-from streams.userstate import (
+from streams.stream.userstate import (
     ActivityWindow,
     Applied,
     StateError,

@@ -52,7 +52,7 @@ from typing import Any, Final, NamedTuple
 
 from streams.contracts.events import Event
 from streams.contracts.jobs import JobEvent, UpdateJob
-from streams.triggers import PendingView
+from streams.stream.triggers import PendingView
 
 #: Number of source topics whose offsets a state tracks (the events topic, the repartition topic).
 SOURCES: Final = 2
@@ -88,7 +88,7 @@ class ActivityWindow:
 
 @dataclass(frozen=True, slots=True)
 class StateLimits:
-    """Bounds on one user's state (built from :class:`streams.stream_settings.StreamSettings`)."""
+    """Bounds on one user's state (built from :class:`streams.stream.settings.StreamSettings`)."""
 
     pending_cap: int = 512
     pending_max_bytes: int = 256 * 1024

@@ -21,9 +21,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from models.config import CoreSettings, InterestSettings
-from streams.popularity import EmitPolicy
-from streams.triggers import TriggerPolicy
-from streams.userstate import ActivityWindow, StateLimits
+from streams.stream.popularity import EmitPolicy
+from streams.stream.triggers import TriggerPolicy
+from streams.stream.userstate import ActivityWindow, StateLimits
 
 
 class StreamSettings(InterestSettings):
@@ -38,7 +38,7 @@ class StreamSettings(InterestSettings):
         default="interest-stream-worker",
         description="faust app id: the consumer group and the prefix of the changelog topic",
     )
-    # Triggers (see streams.triggers).
+    # Triggers (see streams.stream.triggers).
     flush_count: int = Field(
         default=64, ge=1, description="flush a user with this many pending events"
     )
@@ -49,7 +49,7 @@ class StreamSettings(InterestSettings):
     flush_on_window_close: bool = Field(
         default=True, description="flush when the first activity window of pending events closes"
     )
-    # State bounds (see streams.userstate).
+    # State bounds (see streams.stream.userstate).
     pending_cap: int = Field(
         default=512, ge=1, description="pending events per user before folding"
     )
@@ -95,7 +95,7 @@ class StreamSettings(InterestSettings):
         default=None, description="faust data dir; default <data_dir>/stream"
     )
     stats_interval_s: float = Field(default=60.0, gt=0, description="log the counters this often")
-    # Live item popularity (streams.popularity).
+    # Live item popularity (streams.stream.popularity).
     popularity_enabled: bool = Field(
         default=True, description="keep decayed interaction counts per item and emit them"
     )
@@ -118,7 +118,7 @@ class StreamSettings(InterestSettings):
         default=None,
         description="where per-batch item counts go; default <app_id>-item-repartition",
     )
-    # Prometheus /metrics and /healthz (streams.stream_metrics).
+    # Prometheus /metrics and /healthz (streams.stream.metrics).
     metrics_enabled: bool = Field(default=True, description="serve /metrics and /healthz")
     metrics_host: str = Field(default="127.0.0.1", description="metrics server address")
     metrics_port: int = Field(

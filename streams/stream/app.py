@@ -1,12 +1,12 @@
 """The stream worker as a faust-streaming app: ``interest.events`` -> ``interest.updates``.
 
 One agent consumes the events topic and the repartition topic and feeds batches to a
-:class:`~streams.stream_processor.StreamProcessor` (validation, numbering, triggers, the restart
+:class:`~streams.stream.processor.StreamProcessor` (validation, numbering, triggers, the restart
 protocol -- all there); the per-user state lives in a faust table whose changelog this module
 writes. A second agent consumes the item repartition topic into the item popularity table
-(:class:`~streams.popularity.PopularityProcessor`, off with
+(:class:`~streams.stream.popularity.PopularityProcessor`, off with
 ``INTEREST_STREAM_POPULARITY_ENABLED=false``). A timer task flushes idle users and emits changed
-item popularity. A small aiohttp server (:mod:`streams.stream_metrics`, port
+item popularity. A small aiohttp server (:mod:`streams.stream.metrics`, port
 ``INTEREST_STREAM_METRICS_PORT``, 8766) serves ``/metrics`` (the counters and the lag of this
 app's consumer group, read from the brokers when scraped) and ``/healthz``. Run it with
 :func:`run_stream_worker` (``interest-stream stream``).
@@ -46,10 +46,11 @@ What faust-streaming 0.15.3 does, read from its source (faust-streaming/faust) a
 
 (e) faust can lose records around a rebalance: its recovery clears the agents' queues after it
     has resumed and sought the partitions, and a fetch straddling a seek hands on stale records,
-    which faust then counts as a committable gap. Both are repaired in :mod:`streams.faust_ordering`
+    which faust then counts as a committable gap. Both are repaired in
+    :mod:`streams.stream.faust_ordering`
     (a reordered recovery, and a consumer that hands on each partition's records without holes);
     the latter needs each partition's committed offset, so :func:`run_stream_worker` commits the
-    log start where the group has none before it starts (:mod:`streams.group_offsets`).
+    log start where the group has none before it starts (:mod:`streams.stream.group_offsets`).
 
 Stopping: the first SIGTERM/SIGINT is faust's graceful stop -- fetching stops, the agent processes
 what was already fetched (faust waits for every fetched event to be acked), offsets are committed,
@@ -72,21 +73,21 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from streams.contracts.events import DEFAULT_RULES, EventRules
-from streams.faust_tables import ProducerSink, TableStore, state_table
-from streams.group_offsets import commit_start_offsets
 from streams.lag import LagCollector
-from streams.popularity import PopularityProcessor
 from streams.settings import IntakeSettings, KafkaSettings, TopicSettings
-from streams.stream_metrics import MetricsServer, StreamMetrics
-from streams.stream_processor import (
+from streams.stream.faust_tables import ProducerSink, TableStore, state_table
+from streams.stream.group_offsets import commit_start_offsets
+from streams.stream.metrics import MetricsServer, StreamMetrics
+from streams.stream.popularity import PopularityProcessor
+from streams.stream.processor import (
     Record,
     Sink,
     StreamProcessor,
     Topics,
     partition_for,
 )
-from streams.stream_processor import StreamStats as StreamStats  # re-exported
-from streams.stream_settings import StreamSettings
+from streams.stream.processor import StreamStats as StreamStats  # re-exported
+from streams.stream.settings import StreamSettings
 from streams.topics import ensure_copartitioned, ensure_popularity_topic, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ POPULARITY_CHUNK = 50_000
 
 class StreamWorker:
     """The faust app, its tables, agents and timer around a :class:`StreamProcessor` (and a
-    :class:`~streams.popularity.PopularityProcessor` unless popularity is off), plus the
+    :class:`~streams.stream.popularity.PopularityProcessor` unless popularity is off), plus the
     metrics server."""
 
     def __init__(
@@ -115,7 +116,7 @@ class StreamWorker:
     ) -> None:
         import faust
 
-        from streams.faust_ordering import GaplessConsumer, OrderedTableManager
+        from streams.stream.faust_ordering import GaplessConsumer, OrderedTableManager
 
         self.settings = settings
         self.kafka = kafka
@@ -142,14 +143,15 @@ class StreamWorker:
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
             producer_linger=settings.producer_linger_s,
-            # faust's recovery drops records fetched while it seeks (streams.faust_ordering).
+            # faust's recovery drops records fetched while it seeks (streams.stream.faust_ordering).
             TableManager=OrderedTableManager,
         )
-        # ... and can hand on records across a seek out of order (streams.faust_ordering). faust
+        # ... and can hand on records across a seek out of order
+        # (streams.stream.faust_ordering). faust
         # builds its consumer from the transport's ``Consumer``: shadow it on this transport.
         setattr(app.transport, "Consumer", GaplessConsumer)  # noqa: B010 (a ClassVar to mypy)
         self.table = state_table(
-            app, partitions, "user-state", "per-user stream state (streams.userstate)"
+            app, partitions, "user-state", "per-user stream state (streams.stream.userstate)"
         )
         sink = sink if sink is not None else ProducerSink(app)
         popularity = bool(topics.items)
@@ -173,7 +175,10 @@ class StreamWorker:
         self.item_table: Any = None
         if popularity:
             self.item_table = state_table(
-                app, partitions, "item-popularity", "decayed counts per item (streams.popularity)"
+                app,
+                partitions,
+                "item-popularity",
+                "decayed counts per item (streams.stream.popularity)",
             )
             self.popularity = PopularityProcessor(
                 store=TableStore(self.item_table, sink, partitions),

@@ -3,14 +3,15 @@
 Per record (:meth:`StreamProcessor.process_batch`): validate (bad input -> DLQ with a reason,
 never a crash); make sure the record sits in its user's partition ``murmur2(user_id) % N``
 (otherwise re-key it to the repartition topic, which the same agent consumes); apply it to the
-user's state (numbering, dedupe, pending, activity -- :mod:`streams.userstate`). Per batch, ask
-the trigger policy (:mod:`streams.triggers`) which users are due and emit one
+user's state (numbering, dedupe, pending, activity -- :mod:`streams.stream.userstate`). Per batch,
+ask
+the trigger policy (:mod:`streams.stream.triggers`) which users are due and emit one
 :class:`~streams.contracts.jobs.UpdateJob` per due user. The timer
 (:meth:`StreamProcessor.flush_due`)
 flushes idle users whose oldest pending event is about to exceed max_delay (counted from the
 record's Kafka timestamp). New events with an item and a positive weight are also summed per
-item for the batch and sent to the item repartition topic (:mod:`streams.popularity`).
-:mod:`streams.stream_app` feeds it from faust; the tests feed it fakes.
+item for the batch and sent to the item repartition topic (:mod:`streams.stream.popularity`).
+:mod:`streams.stream.app` feeds it from faust; the tests feed it fakes.
 
 Restart safety (kill -9 at any point loses no event and never renumbers one):
     1. apply a batch, write each touched user's state once (numbers, offsets, pending);
@@ -43,17 +44,17 @@ from aiokafka.partitioner import murmur2
 
 from streams.contracts.dlq import DeadLetter, kafka_source
 from streams.contracts.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
-from streams.popularity import Contributions
-from streams.table_owner import StateStore, TableOwner
-from streams.triggers import FlushLead, FlushReason, TriggerPolicy
-from streams.userstate import (
+from streams.stream.popularity import Contributions
+from streams.stream.table_owner import StateStore, TableOwner
+from streams.stream.triggers import FlushLead, FlushReason, TriggerPolicy
+from streams.stream.userstate import (
     Applied,
     StateLimits,
     UserState,
     has_pending,
 )
 
-#: Index of each source topic in a state's per-source offsets (streams.userstate.SOURCES).
+#: Index of each source topic in a state's per-source offsets (streams.stream.userstate.SOURCES).
 SOURCE_EVENTS = 0
 SOURCE_REPARTITION = 1
 
@@ -68,7 +69,7 @@ class Topics:
     updates: str = "interest.updates"
     dlq: str = "interest.events.dlq"
     repartition: str = "interest.events.repartition"
-    #: Where the per-batch item counts go (streams.popularity); "" = popularity off.
+    #: Where the per-batch item counts go (streams.stream.popularity); "" = popularity off.
     items: str = ""
     #: The popularity topic the item table's changes are emitted to.
     popularity: str = "interest.items.popularity"
@@ -149,7 +150,7 @@ class StreamStats:
     job_events: int = 0
     dlq: Counter[str] = field(default_factory=Counter)
     flushes: Counter[str] = field(default_factory=Counter)
-    # Item popularity (streams.popularity).
+    # Item popularity (streams.stream.popularity).
     item_interactions: int = 0
     popularity_records: int = 0
     popularity_replays: int = 0
@@ -199,7 +200,7 @@ class StreamProcessor(TableOwner):
         #: Decoded states of the users with pending events (the ones the timer will flush), so
         #: neither the next batch nor the timer decodes them again. Always equal to the table.
         self._hot: dict[bytes, UserState] = {}
-        #: This batch's item counts (None: popularity off); see streams.popularity.
+        #: This batch's item counts (None: popularity off); see streams.stream.popularity.
         self._items = (
             Contributions(popularity_half_life_s)
             if popularity_half_life_s is not None and topics.items
@@ -254,7 +255,8 @@ class StreamProcessor(TableOwner):
                 self._schedule(key, state)
             if self._items:
                 # After the state writes (above), so that a replay finds these events applied
-                # unless the crash also lost the state writes (streams.popularity: "Exactness").
+                # unless the crash also lost the state writes (streams.stream.popularity:
+                # "Exactness").
                 for partition, value in self._items.drain(self._item_partition):
                     sends.append(
                         await self.sink.send(self.topics.items, None, value, partition=partition)
@@ -330,7 +332,8 @@ class StreamProcessor(TableOwner):
         check_active = timer_since is not None
         planned: list[int] = []
         if timer_since is not None:
-            # How late the timer's age flushes land (streams.triggers.FlushLead), counted from
+            # How late the timer's age flushes land (streams.stream.triggers.FlushLead), counted
+            # from
             # their planned moment -- or from the previous tick, for users that were due before
             # it (they arrived late, a backlog: the lead cannot help those).
             lead = self.lead.get()

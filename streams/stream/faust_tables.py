@@ -1,10 +1,11 @@
 """The faust side of the stream worker's state: its tables, their changelog writes, its producer.
 
-:mod:`streams.stream_processor` and :mod:`streams.popularity` see a
-:class:`~streams.table_owner.StateStore` and a :class:`~streams.stream_processor.Sink`; these are
-the faust-backed ones (:mod:`streams.stream_app` builds them). Why the worker writes a table's
+:mod:`streams.stream.processor` and :mod:`streams.stream.popularity` see a
+:class:`~streams.stream.table_owner.StateStore` and a :class:`~streams.stream.processor.Sink`;
+these are
+the faust-backed ones (:mod:`streams.stream.app` builds them). Why the worker writes a table's
 store and its changelog itself instead of ``table[key] = value``: (b) in
-:mod:`streams.stream_app`'s docstring.
+:mod:`streams.stream.app`'s docstring.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
-from streams.stream_processor import Headers, Sink, partition_for
+from streams.stream.processor import Headers, Sink, partition_for
 
 
 def state_table(app: Any, partitions: int, name: str, help: str) -> Any:
     """A state table (key bytes -> value bytes in partition ``murmur2(key) % N``), written from
-    an agent and the timer (see (b) above): ``user-state`` (key user_id, streams.userstate) and
-    ``item-popularity`` (key item_id, streams.popularity)."""
+    an agent and the timer (see (b) above): ``user-state`` (key user_id, streams.stream.userstate)
+    and
+    ``item-popularity`` (key item_id, streams.stream.popularity)."""
     import faust
 
     class StateTable(faust.Table[bytes, bytes]):
@@ -108,7 +110,7 @@ class TableStore:
 
 
 class ProducerSink:
-    """The :class:`~streams.stream_processor.Sink` of a faust app: its producer."""
+    """The :class:`~streams.stream.processor.Sink` of a faust app: its producer."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

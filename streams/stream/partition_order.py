@@ -1,5 +1,6 @@
 """Is this record the next one of its partition? The decision behind
-:class:`streams.faust_ordering.GaplessConsumer`, kept apart from faust so it can be tested alone.
+:class:`streams.stream.faust_ordering.GaplessConsumer`, kept apart from faust so it can be tested
+alone.
 
 A consumer hands on a partition's records in offset order. After a seek to ``o`` the next record
 is ``o`` (or the first existing offset above it); after record ``o`` it is ``o + 1``. A record past
@@ -119,7 +120,8 @@ class PartitionOrder:
 class StallWatch:
     """Which partitions have records waiting but have handed none on for ``after_s`` seconds.
 
-    Why: the last line of :mod:`streams.faust_ordering`'s repair 3. A partition can stop being
+    Why: the last line of :mod:`streams.stream.faust_ordering`'s repair 3. A partition can stop
+    being
     read while its records wait (the CI failure of the kill -9 test: a partition's committed
     offset stuck for 45 s while the others were read to their end). The cause found -- records
     fetched and never handed on -- is caught at once by :meth:`PartitionOrder.check_position`;

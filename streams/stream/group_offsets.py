@@ -7,7 +7,8 @@ records fetched before a rebalance can be handed on after it (a fetch straddling
 worker takes the first of them as the partition's start, faust commits from there (its
 ``Consumer._new_offset`` checks for a hole only against a committed offset), and the records
 before it -- e.g. the ones faust dropped from its queues at the revocation -- are never applied.
-:class:`streams.faust_ordering.GaplessConsumer` catches such a jump whenever it knows the offset
+:class:`streams.stream.faust_ordering.GaplessConsumer` catches such a jump whenever it knows the
+offset
 the partition was sought to, i.e. whenever the group has committed one.
 
 So before a stream worker joins its group, :func:`commit_start_offsets` commits each partition's

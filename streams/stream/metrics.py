@@ -1,6 +1,6 @@
 """What a stream worker exports, and a small server for ``/metrics`` and ``/healthz``.
 
-The stream worker already counts its work in ``StreamStats`` (:mod:`streams.stream_processor`);
+The stream worker already counts its work in ``StreamStats`` (:mod:`streams.stream.processor`);
 :class:`StreamMetrics` reads those running totals at scrape time instead of asking every call
 site to increment a second set of counters. faust runs with its web server off, so the worker
 serves Prometheus through :class:`MetricsServer`, which also refreshes consumer lag (a
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class StatsLike(Protocol):
-    """The running totals of a stream worker (``streams.stream_processor.StreamStats``)."""
+    """The running totals of a stream worker (``streams.stream.processor.StreamStats``)."""
 
     records: int
     events: int
@@ -147,7 +147,8 @@ class StreamMetrics:
         self.flush_lead = Gauge(
             "interest_stream_flush_lead_seconds",
             "How much earlier than max_delay minus slack the worker flushes on age, learned from "
-            "its own late deliveries (streams.triggers.FlushLead); above 0 means a busy worker",
+            "its own late deliveries (streams.stream.triggers.FlushLead); "
+            "above 0 means a busy worker",
             registry=r,
         )
         self.batch_size = Histogram(
@@ -180,7 +181,8 @@ class _RepairsCollector(Collector):
     def _family() -> CounterMetricFamily:
         return CounterMetricFamily(
             "interest_stream_consumer_repairs",
-            "What the stream consumer repaired around faust (streams.faust_ordering): refetch = "
+            "What the stream consumer repaired around faust "
+            "(streams.stream.faust_ordering): refetch = "
             "records read again (a stale fetch, or records fetched and lost on the way), gap = "
             "an offset jump accepted as holding no records, "
             "stall = a partition put back into the fetch after it stopped being read",

@@ -1,7 +1,8 @@
 """What the stream worker's two processors share: owning some partitions of a state table.
 
-:class:`~streams.stream_processor.StreamProcessor` (per-user state) and
-:class:`~streams.popularity.PopularityProcessor` (per-item counts) each keep a faust table whose
+:class:`~streams.stream.processor.StreamProcessor` (per-user state) and
+:class:`~streams.stream.popularity.PopularityProcessor` (per-item counts) each keep a faust table
+whose
 changelog writes are partly lazy (written back within ``persist_interval_s``), serialise their
 work under one lock, and must make every write durable before faust hands their partitions to
 another worker. That lifecycle lives here once; each processor says what it caches per owned key.
@@ -15,7 +16,7 @@ from typing import Protocol
 
 
 class LazyWrites(Protocol):
-    """The part of a state table's store that the lifecycle needs (streams.faust_tables'
+    """The part of a state table's store that the lifecycle needs (streams.stream.faust_tables'
     ``TableStore``)."""
 
     def lazy_due(self, max_age_s: float) -> bool:
@@ -29,7 +30,7 @@ class LazyWrites(Protocol):
 
 
 class StateStore(LazyWrites, Protocol):
-    """A state table, as streams.faust_tables.TableStore offers it: the per-user state
+    """A state table, as streams.stream.faust_tables.TableStore offers it: the per-user state
     (key = user_id, value = ``UserState.to_bytes()``) or the item counts (key = item_id, value =
     ``ItemState.to_bytes()``)."""
 

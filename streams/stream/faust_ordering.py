@@ -1,6 +1,6 @@
 """Every record of a partition reaches the agent, in order: repairs to faust-streaming 0.15.3.
 
-The stream worker's restart protocol (:mod:`streams.stream_processor`) skips a record whose offset
+The stream worker's restart protocol (:mod:`streams.stream.processor`) skips a record whose offset
 is at or below the last one applied to its user, so it needs each partition's records in offset
 order without holes: a record that goes missing while a later one of the same partition is applied
 would be skipped for good when it is read again. faust can lose records around a rebalance in two
@@ -21,7 +21,7 @@ ways (found by the integration tests, read from faust's source, confirmed with l
    jump as a *gap* -- which its commit logic (``Consumer._new_offset``) counts as acknowledged --
    and later drops the re-fetched records below its read offset as old ("DROPPED MESSAGE ROFF").
    :class:`GaplessConsumer` keeps the next offset it expects per stream partition (set by every
-   seek, advanced by every record; :class:`streams.partition_order.PartitionOrder`); a record
+   seek, advanced by every record; :class:`streams.stream.partition_order.PartitionOrder`); a record
    past it is not handed on: the partition is sought back to the expected offset and the rest of
    that fetch is dropped for it. The seek happens inside the fetch loop, between two fetches, so
    the next fetch starts after it; if that one still starts past the expected offset, the
@@ -29,7 +29,7 @@ ways (found by the integration tests, read from faust's source, confirmed with l
    A partition without a committed offset would have no expected offset after the seek (the
    reset policy picks its start, and a stale first record would be taken as the start), so the
    worker commits each partition's log start before its group starts
-   (:mod:`streams.group_offsets`): every stream partition has a known position.
+   (:mod:`streams.stream.group_offsets`): every stream partition has a known position.
 
 3. **Records fetched but never handed on.** After a rebalance or a restart the driver's fetch
    position of a partition can stand at its end while this consumer has handed on records only
@@ -47,12 +47,13 @@ ways (found by the integration tests, read from faust's source, confirmed with l
    back after 20 s). faust calls getmany again only after handing on every record of the
    previous call, so at the start of a call (once a second) :class:`GaplessConsumer` compares
    the driver's fetch position with the expected offset
-   (:meth:`streams.partition_order.PartitionOrder.check_position`): past it, records were lost
+   (:meth:`streams.stream.partition_order.PartitionOrder.check_position`): past it, records were
+   lost
    on the way and the partition is sought back to the expected offset. As a last line, a
    partition with records waiting that hands none on for ``STALL_AFTER_S`` (while faust is not
    recovering, rebalancing or pausing it) is logged with the consumer's view of it, put back
    into faust's active set and sought to its expected offset
-   (:class:`streams.partition_order.StallWatch`); a simulated stall (partition 2 dropped from
+   (:class:`streams.stream.partition_order.StallWatch`); a simulated stall (partition 2 dropped from
    faust's active set after 17 records) makes the kill -9 test lose that partition's tail as in
    CI, and passes with the watch.
 
@@ -67,7 +68,7 @@ no committed offset yet when it changed hands -- closed by committing the log st
 
 Install: ``faust.App(..., TableManager=OrderedTableManager)`` and
 ``app.transport.Consumer = GaplessConsumer`` before the app starts (see
-:class:`streams.stream_app.StreamWorker`).
+:class:`streams.stream.app.StreamWorker`).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP, Message
 
-from streams.partition_order import PartitionOrder, StallWatch, Verdict
+from streams.stream.partition_order import PartitionOrder, StallWatch, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class OrderedTableManager(TableManager):
 
 class GaplessConsumer(Consumer):
     """faust's aiokafka consumer that hands on each stream partition's records without holes
-    (see 2.; the decision is :class:`streams.partition_order.PartitionOrder`'s) and puts a
+    (see 2.; the decision is :class:`streams.stream.partition_order.PartitionOrder`'s) and puts a
     partition that stopped being read back into the fetch (see 3.)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -323,7 +324,7 @@ class GaplessConsumer(Consumer):
         for tp, offset in list(self._read_offset.items()):
             self._expect(tp, offset)
             if offset is None and not self._is_changelog_tp(tp) and not self._is_leader_tp(tp):
-                # streams.group_offsets commits every partition's start before the group
+                # streams.stream.group_offsets commits every partition's start before the group
                 # starts; a partition added later has none: its first record is taken as it
                 # comes. (Asking the broker for its start from here stalled it in tests.)
                 log.warning("%s:%d has no committed offset: its first record is not checked", *tp)

@@ -17,7 +17,7 @@ decayed to its newest event time ``T`` (the interest dimensions' trick, see
 grouped, and two counts merge exactly. Replays are the caller's business: the count cannot tell a
 replayed event from a new one (see below for how the workers make replays exact).
 
-The path through the stream workers (:mod:`streams.stream_app` wires it):
+The path through the stream workers (:mod:`streams.stream.app` wires it):
 
 1. The user agent (events are keyed by user) adds each *new* event with an ``item_id`` and a
    positive weight to a per-batch :class:`Contributions` (one dict update per event) and, after
@@ -58,10 +58,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
 
-from streams.table_owner import StateStore, TableOwner
+from streams.stream.table_owner import StateStore, TableOwner
 
 if TYPE_CHECKING:
-    from streams.stream_processor import Record, Sink, StreamStats
+    from streams.stream.processor import Record, Sink, StreamStats
 
 log = logging.getLogger(__name__)
 
