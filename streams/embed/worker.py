@@ -43,12 +43,12 @@ from models.settings import ModelSettings, ProfileSettings, QdrantSettings
 from models.store import InterestStore, LegacyStoreError, StoreLockedError, StoreSchemaError
 from streams.contracts.dlq import DeadLetter, kafka_source
 from streams.contracts.jobs import InvalidJob, UpdateJob
+from streams.contracts.popularity import InvalidRecord, PopularityUpdate
 from streams.embed.api import ApiServer
 from streams.embed.fold import FoldReport, JobFolder
 from streams.embed.metrics import EmbedMetrics
 from streams.lag import LagCollector
 from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
-from streams.stream.popularity import InvalidRecord, PopularityUpdate
 from streams.topics import ensure_popularity_topic, ensure_topics, unreachable
 
 log = logging.getLogger(__name__)

@@ -79,15 +79,10 @@ from streams.stream.faust_tables import ProducerSink, TableStore, state_table
 from streams.stream.group_offsets import commit_start_offsets
 from streams.stream.metrics import MetricsServer, StreamMetrics
 from streams.stream.popularity import PopularityProcessor
-from streams.stream.processor import (
-    Record,
-    Sink,
-    StreamProcessor,
-    Topics,
-    partition_for,
-)
-from streams.stream.processor import StreamStats as StreamStats  # re-exported
+from streams.stream.processor import StreamProcessor
 from streams.stream.settings import StreamSettings
+from streams.stream.types import Record, Sink, Topics, partition_for
+from streams.stream.types import StreamStats as StreamStats  # re-exported
 from streams.topics import ensure_copartitioned, ensure_popularity_topic, ensure_topics
 
 log = logging.getLogger(__name__)

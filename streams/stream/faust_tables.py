@@ -1,7 +1,7 @@
 """The faust side of the stream worker's state: its tables, their changelog writes, its producer.
 
 :mod:`streams.stream.processor` and :mod:`streams.stream.popularity` see a
-:class:`~streams.stream.table_owner.StateStore` and a :class:`~streams.stream.processor.Sink`;
+:class:`~streams.stream.table_owner.StateStore` and a :class:`~streams.stream.types.Sink`;
 these are
 the faust-backed ones (:mod:`streams.stream.app` builds them). Why the worker writes a table's
 store and its changelog itself instead of ``table[key] = value``: (b) in
@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
-from streams.stream.processor import Headers, Sink, partition_for
+from streams.stream.types import Headers, Sink, partition_for
 
 
 def state_table(app: Any, partitions: int, name: str, help: str) -> Any:
@@ -110,7 +110,7 @@ class TableStore:
 
 
 class ProducerSink:
-    """The :class:`~streams.stream.processor.Sink` of a faust app: its producer."""
+    """The :class:`~streams.stream.types.Sink` of a faust app: its producer."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

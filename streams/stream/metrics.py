@@ -27,13 +27,15 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.embed.metrics import BATCH_BUCKETS
+#: Records per processed batch (the stream worker's own scale, apart from the embed worker's).
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
 
 log = logging.getLogger(__name__)
 
 
 class StatsLike(Protocol):
-    """The running totals of a stream worker (``streams.stream.processor.StreamStats``)."""
+    """The running totals of a stream worker (``streams.stream.types.StreamStats``)."""
 
     records: int
     events: int

@@ -56,12 +56,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from streams.contracts.popularity import InvalidRecord, PopularityUpdate
 from streams.stream.table_owner import StateStore, TableOwner
-
-if TYPE_CHECKING:
-    from streams.stream.processor import Record, Sink, StreamStats
+from streams.stream.types import Record, Sink, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +156,6 @@ class ItemState:
 # -- records ----------------------------------------------------------------------------------
 
 
-class InvalidRecord(ValueError):
-    """A record on a popularity topic this version cannot read."""
-
-
 #: Most items in one record of the item repartition topic (item ids are at most 256 chars).
 MAX_RECORD_ITEMS: Final = 1000
 
@@ -227,48 +222,6 @@ def decode_contributions(raw: bytes | None) -> list[tuple[str, float, int]]:
     if any(not (m >= 0 and math.isfinite(m)) for _, m, _ in out):
         raise InvalidRecord("contribution mass must be finite and >= 0")
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class PopularityUpdate:
-    """A record of the popularity topic (key = item_id): the item's count at ``as_of_ms``."""
-
-    item_id: str
-    popularity: float
-    as_of_ms: int
-    half_life_s: float
-
-    def to_json(self) -> bytes:
-        body = {
-            "v": 1,
-            "item_id": self.item_id,
-            "popularity": self.popularity,
-            "as_of_ms": self.as_of_ms,
-            "half_life_s": self.half_life_s,
-        }
-        return json.dumps(body, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes | None) -> PopularityUpdate:
-        try:
-            body = json.loads(raw or b"")
-            if body["v"] != 1:
-                raise InvalidRecord(f"popularity record version {body['v']!r}")
-            update = cls(
-                item_id=str(body["item_id"]),
-                popularity=float(body["popularity"]),
-                as_of_ms=int(body["as_of_ms"]),
-                half_life_s=float(body["half_life_s"]),
-            )
-        except InvalidRecord:
-            raise
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InvalidRecord(f"unreadable popularity record: {exc}") from exc
-        if not (update.popularity >= 0 and math.isfinite(update.popularity)):
-            raise InvalidRecord(f"popularity must be finite and >= 0: {update.popularity}")
-        if not update.item_id:
-            raise InvalidRecord("empty item_id")
-        return update
 
 
 # -- when to emit -----------------------------------------------------------------------------

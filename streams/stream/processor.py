@@ -34,19 +34,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Protocol
-
-from aiokafka.partitioner import murmur2
+from dataclasses import dataclass
+from typing import Any
 
 from streams.contracts.dlq import DeadLetter, kafka_source
 from streams.contracts.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
 from streams.stream.popularity import Contributions
 from streams.stream.table_owner import StateStore, TableOwner
 from streams.stream.triggers import FlushLead, FlushReason, TriggerPolicy
+from streams.stream.types import Headers, Record, Sink, StreamStats, Topics, partition_for
 from streams.stream.userstate import (
     Applied,
     StateLimits,
@@ -57,45 +54,6 @@ from streams.stream.userstate import (
 #: Index of each source topic in a state's per-source offsets (streams.stream.userstate.SOURCES).
 SOURCE_EVENTS = 0
 SOURCE_REPARTITION = 1
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The topic names the processor uses (from TopicSettings and StreamSettings)."""
-
-    events: str = "interest.events"
-    updates: str = "interest.updates"
-    dlq: str = "interest.events.dlq"
-    repartition: str = "interest.events.repartition"
-    #: Where the per-batch item counts go (streams.stream.popularity); "" = popularity off.
-    items: str = ""
-    #: The popularity topic the item table's changes are emitted to.
-    popularity: str = "interest.items.popularity"
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What the processor needs of one consumed Kafka record."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    #: The record's Kafka timestamp (epoch ms; None: unknown, taken as "now").
-    timestamp_ms: int | None = None
-
-
-@lru_cache(maxsize=65536)
-def _murmur(key: bytes) -> int:
-    return int(murmur2(key)) & 0x7FFFFFFF
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (Java client, aiokafka): murmur2(key) mod partitions."""
-    return _murmur(key) % partitions
 
 
 def dlq_record(
@@ -113,49 +71,6 @@ def dlq_record(
         ts_ms=now_ms,
     )
     return letter.value, letter.headers()
-
-
-class Sink(Protocol):
-    """Where the processor produces to (the faust producer in the worker, a fake in tests)."""
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        *,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> Awaitable[Any]:
-        """Queue a record; the returned awaitable resolves when it is delivered."""
-        ...
-
-    async def barrier(self) -> None:
-        """Return when everything sent so far, table changelog writes included, is delivered."""
-        ...
-
-
-@dataclass
-class StreamStats:
-    """Counters of one worker (exported as metrics by the caller)."""
-
-    records: int = 0
-    events: int = 0
-    duplicates: int = 0
-    replays: int = 0
-    forwarded: int = 0
-    folded: int = 0
-    batches: int = 0
-    jobs: int = 0
-    job_events: int = 0
-    dlq: Counter[str] = field(default_factory=Counter)
-    flushes: Counter[str] = field(default_factory=Counter)
-    # Item popularity (streams.stream.popularity).
-    item_interactions: int = 0
-    popularity_records: int = 0
-    popularity_replays: int = 0
-    popularity_invalid: int = 0
-    popularity_updates: int = 0
 
 
 @dataclass

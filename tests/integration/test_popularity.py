@@ -27,9 +27,9 @@ from kafka_testing import StreamWorkerProcess
 from models.profile import InterestSpec
 from models.settings import ModelSettings, QdrantSettings
 from models.store import POPULARITY_FIELD, InterestStore
+from streams.contracts.popularity import PopularityUpdate
 from streams.embed.worker import EmbedWorker
 from streams.settings import EmbedSettings, KafkaSettings, TopicSettings
-from streams.stream.popularity import PopularityUpdate
 from streams.topics import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

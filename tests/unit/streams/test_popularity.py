@@ -13,21 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.contracts.popularity import InvalidRecord, PopularityUpdate
 from streams.stream.popularity import (
     NEVER,
     Action,
     Contributions,
     DecayedCount,
     EmitPolicy,
-    InvalidRecord,
     ItemState,
     PopularityProcessor,
-    PopularityUpdate,
     decode_contributions,
     encode_contributions,
 )
-from streams.stream.processor import Record, StreamProcessor, StreamStats, Topics, partition_for
+from streams.stream.processor import StreamProcessor
 from streams.stream.triggers import TriggerPolicy
+from streams.stream.types import Record, StreamStats, Topics, partition_for
 from streams.stream.userstate import StateLimits
 
 H = 3600.0  # half-life in the tests, seconds

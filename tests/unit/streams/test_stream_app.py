@@ -17,15 +17,10 @@ from streams.contracts.dlq import DeadLetter
 from streams.contracts.jobs import UpdateJob
 from streams.settings import KafkaSettings
 from streams.stream.app import StreamWorker, _collect
-from streams.stream.processor import (
-    Headers,
-    Record,
-    StreamProcessor,
-    Topics,
-    partition_for,
-)
+from streams.stream.processor import StreamProcessor
 from streams.stream.settings import StreamSettings
 from streams.stream.triggers import TriggerPolicy
+from streams.stream.types import Headers, Record, Topics, partition_for
 from streams.stream.userstate import StateLimits, UserState
 
 T0 = 1_795_000_000_000
