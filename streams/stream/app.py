@@ -109,42 +109,10 @@ class StreamWorker:
         rules: EventRules = DEFAULT_RULES,
         sink: Sink | None = None,
     ) -> None:
-        import faust
-
-        from streams.stream.faust_ordering import GaplessConsumer, OrderedTableManager
-
         self.settings = settings
         self.kafka = kafka
         self.topics = topics = topics or Topics()
-        self.app = app = faust.App(
-            settings.app_id,
-            broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap.split(",") if h.strip()],
-            broker_client_id=kafka.client_id,
-            broker_credentials=_credentials(kafka),
-            # faust refuses a request timeout below the session timeout.
-            broker_request_timeout=max(kafka.request_timeout_s, settings.session_timeout_s),
-            broker_session_timeout=settings.session_timeout_s,
-            broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 10),
-            store="memory://",
-            autodiscover=False,
-            web_enabled=False,
-            datadir=str(settings.faust_data_dir()),
-            key_serializer="raw",
-            value_serializer="raw",
-            topic_partitions=partitions,
-            topic_replication_factor=replication_factor,
-            table_standby_replicas=settings.standby_replicas,
-            broker_commit_interval=settings.commit_interval_s,
-            consumer_auto_offset_reset="earliest",
-            stream_wait_empty=True,
-            producer_linger=settings.producer_linger_s,
-            # faust's recovery drops records fetched while it seeks (streams.stream.faust_ordering).
-            TableManager=OrderedTableManager,
-        )
-        # ... and can hand on records across a seek out of order
-        # (streams.stream.faust_ordering). faust
-        # builds its consumer from the transport's ``Consumer``: shadow it on this transport.
-        setattr(app.transport, "Consumer", GaplessConsumer)  # noqa: B010 (a ClassVar to mypy)
+        self.app = app = _make_app(settings, kafka, partitions, replication_factor)
         self.table = state_table(
             app, partitions, "user-state", "per-user stream state (streams.stream.userstate)"
         )
@@ -169,38 +137,48 @@ class StreamWorker:
         self.popularity: PopularityProcessor | None = None
         self.item_table: Any = None
         if popularity:
-            self.item_table = state_table(
-                app,
-                partitions,
-                "item-popularity",
-                "decayed counts per item (streams.stream.popularity)",
-            )
-            self.popularity = PopularityProcessor(
-                store=TableStore(self.item_table, sink, partitions),
-                sink=sink,
-                partitions=partitions,
-                partition_of=partition_for,
-                topic=topics.popularity,
-                policy=settings.popularity_policy(),
-                stats=self.processor.stats,
-            )
-            items = app.topic(topics.items, key_type=bytes, value_type=bytes, acks=True)
-            self.item_agent = app.agent(items, name="interest-stream-items")(
-                self._batches(self.popularity.apply, "popularity")
-            )
-        app.task(self._timer)
-        self.table.on_recover(self._on_recover)
-        app.on_partitions_revoked.connect(self._on_revoked)
-        app.on_before_shutdown.connect(self._on_shutdown)
-        # Metrics (served once the worker starts, see start_metrics).
-        self.metrics = StreamMetrics(self.processor.stats, repairs=lambda: _repairs(app))
-        self.metrics.flush_lead.set_function(lambda: self.processor.lead.get() / 1000)
+            self._add_popularity(sink, partitions)
+        self._wire_lifecycle()
         self.metrics_server: MetricsServer | None = None
         self.lag: LagCollector | None = None
         self.state = "starting"
         self.owned: list[int] = []
         self._last_batch: float | None = None
         self._tick = asyncio.Lock()
+
+    def _add_popularity(self, sink: Sink, partitions: int) -> None:
+        """The item table, the popularity processor and its agent on the item topic."""
+        app, topics = self.app, self.topics
+        self.item_table = state_table(
+            app,
+            partitions,
+            "item-popularity",
+            "decayed counts per item (streams.stream.popularity)",
+        )
+        self.popularity = PopularityProcessor(
+            store=TableStore(self.item_table, sink, partitions),
+            sink=sink,
+            partitions=partitions,
+            partition_of=partition_for,
+            topic=topics.popularity,
+            policy=self.settings.popularity_policy(),
+            stats=self.processor.stats,
+        )
+        items = app.topic(topics.items, key_type=bytes, value_type=bytes, acks=True)
+        self.item_agent = app.agent(items, name="interest-stream-items")(
+            self._batches(self.popularity.apply, "popularity")
+        )
+
+    def _wire_lifecycle(self) -> None:
+        """The timer, faust's recovery/revocation/shutdown hooks and the metrics (served once
+        the worker starts, see :meth:`start_metrics`)."""
+        app = self.app
+        app.task(self._timer)
+        self.table.on_recover(self._on_recover)
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_before_shutdown.connect(self._on_shutdown)
+        self.metrics = StreamMetrics(self.processor.stats, repairs=lambda: _repairs(app))
+        self.metrics.flush_lead.set_function(lambda: self.processor.lead.get() / 1000)
 
     def _batches(
         self,
@@ -233,21 +211,8 @@ class StreamWorker:
                         raise RuntimeError("the stream feeding the stream worker ended")
                     if not batch:
                         continue
-                    records = [
-                        Record(
-                            topic=e.message.topic,
-                            partition=e.message.partition,
-                            offset=e.message.offset,
-                            key=e.message.key,
-                            value=e.message.value,
-                            timestamp_ms=int(e.message.timestamp * 1000)
-                            if e.message.timestamp
-                            else None,
-                        )
-                        for e in batch
-                    ]
                     try:
-                        await process(records)
+                        await process([_record_of(e.message) for e in batch])
                     except Exception as exc:
                         # Infrastructure failure (delivery, corrupt state): stop without
                         # acking, so the batch is replayed by whoever owns these partitions next.
@@ -394,6 +359,57 @@ class StreamWorker:
             self.lag = None
 
 
+def _record_of(message: Any) -> Record:
+    """What the processor needs of a faust message."""
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+
+
+def _make_app(
+    settings: StreamSettings, kafka: KafkaSettings, partitions: int, replication_factor: int
+) -> Any:
+    """The faust app, with the ordering repairs of :mod:`streams.stream.faust_ordering`."""
+    import faust
+
+    from streams.stream.faust_ordering import GaplessConsumer, OrderedTableManager
+
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap.split(",") if h.strip()],
+        broker_client_id=kafka.client_id,
+        broker_credentials=_credentials(kafka),
+        # faust refuses a request timeout below the session timeout.
+        broker_request_timeout=max(kafka.request_timeout_s, settings.session_timeout_s),
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 10),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        datadir=str(settings.faust_data_dir()),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=partitions,
+        topic_replication_factor=replication_factor,
+        table_standby_replicas=settings.standby_replicas,
+        broker_commit_interval=settings.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=True,
+        producer_linger=settings.producer_linger_s,
+        # faust's recovery drops records fetched while it seeks (streams.stream.faust_ordering).
+        TableManager=OrderedTableManager,
+    )
+    # ... and can hand on records across a seek out of order: faust builds its consumer from
+    # the transport's ``Consumer``, so it is shadowed on this transport.
+    setattr(app.transport, "Consumer", GaplessConsumer)  # noqa: B010 (a ClassVar to mypy)
+    return app
+
+
 def _repairs(app: Any) -> Mapping[str, int]:
     # faust builds its consumer (a GaplessConsumer, see StreamWorker) when the app starts; a
     # scrape must not build it earlier.
@@ -466,30 +482,13 @@ def run_stream_worker(
     finishes the running batch, commits and closes; a second one exits at once (which is the
     same as a crash: the design survives it).
     """
-    import faust
-
     settings = settings or StreamSettings()
     kafka = kafka or KafkaSettings()
     topics = topics or TopicSettings()
     intake = intake or IntakeSettings()
     settings.faust_data_dir().mkdir(parents=True, exist_ok=True)
     popularity = settings.popularity_enabled
-    internal = [settings.repartition_topic]
-    changelogs = [f"{settings.app_id}-user-state-changelog"]
-    if popularity:
-        internal.append(settings.item_topic())
-        changelogs.append(f"{settings.app_id}-item-popularity-changelog")
-
-    async def ensure() -> int:
-        await ensure_topics(kafka, topics)
-        if popularity:
-            await ensure_popularity_topic(kafka, topics)
-        partitions = await ensure_copartitioned(kafka, topics, internal, changelogs)
-        # Every source partition gets a committed offset before the group starts (see there).
-        await commit_start_offsets(kafka, settings.app_id, [topics.events, *internal], partitions)
-        return partitions
-
-    partitions = asyncio.run(ensure())
+    partitions = asyncio.run(_prepare_topics(settings, kafka, topics))
     worker = StreamWorker(
         settings,
         kafka=kafka,
@@ -505,10 +504,45 @@ def run_stream_worker(
         replication_factor=topics.replication_factor,
         rules=intake.rules(),
     )
+    # faust logs to stdout, which Python block-buffers when it is a pipe or a file (systemd, a
+    # container runtime, a test's log file): the last lines before a crash or a kill -9 -- the
+    # ones that explain it -- would never be written, and a log shipper sees the rest late.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    faust_worker = _faust_worker(worker)
+    try:
+        faust_worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+async def _prepare_topics(
+    settings: StreamSettings, kafka: KafkaSettings, topics: TopicSettings
+) -> int:
+    """Create the missing topics (the internal ones co-partitioned with the events topic) and
+    give every source partition a committed offset before the group starts; return the
+    partition count."""
+    internal = [settings.repartition_topic]
+    changelogs = [f"{settings.app_id}-user-state-changelog"]
+    if settings.popularity_enabled:
+        internal.append(settings.item_topic())
+        changelogs.append(f"{settings.app_id}-item-popularity-changelog")
+    await ensure_topics(kafka, topics)
+    if settings.popularity_enabled:
+        await ensure_popularity_topic(kafka, topics)
+    partitions = await ensure_copartitioned(kafka, topics, internal, changelogs)
+    # Every source partition gets a committed offset before the group starts (see there).
+    await commit_start_offsets(kafka, settings.app_id, [topics.events, *internal], partitions)
+    return partitions
+
+
+def _faust_worker(worker: StreamWorker) -> Any:
+    """faust's Worker around the app: graceful stop on the first signal, exit on the second."""
+    import faust
 
     class _Worker(faust.Worker):
-        """faust's graceful stop on the first signal; a second one exits at once."""
-
         def _on_sigint(self) -> None:
             self._second_signal_exits(signal.SIGINT)
             worker.stopping()
@@ -534,20 +568,9 @@ def run_stream_worker(
                 log.warning("second %s while stopping: exiting now", signum.name)
                 os._exit(128 + signum.value)
 
-    # faust logs to stdout, which Python block-buffers when it is a pipe or a file (systemd, a
-    # container runtime, a test's log file): the last lines before a crash or a kill -9 -- the
-    # ones that explain it -- would never be written, and a log shipper sees the rest late.
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    faust_worker = _Worker(
-        worker.app, loglevel=settings.loglevel, redirect_stdouts=False, quiet=True
+    return _Worker(
+        worker.app, loglevel=worker.settings.loglevel, redirect_stdouts=False, quiet=True
     )
-    try:
-        faust_worker.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 if __name__ == "__main__":
