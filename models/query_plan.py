@@ -157,38 +157,10 @@ def plan_sources(
     Sources whose weight comes out 0 get no prefetch.
     """
     have = [n for n in vector_names if n != NEGATIVE]
-    table = {**DEFAULT_DIMENSION_WEIGHTS}
-    for key, value in (weights or {}).items():
-        table[key] = finite_weight(value, f"weight of {key!r}")
-    missing: list[str] = []
-    if dimensions is None:
-        wanted = list(have)
-    else:
-        if NEGATIVE in dimensions:
-            raise ValueError(
-                "'negative' is negative evidence, not a source; tune it with negative_weight"
-            )
-        wanted = []
-        for name in dict.fromkeys(dimensions):
-            if name == INTERESTS:
-                hits = [n for n in have if n.startswith(VECTOR_PREFIX)]
-                wanted += hits
-                missing += [] if hits else [name]
-            elif name in have:
-                wanted.append(name)
-            else:
-                missing.append(name)
-        wanted = list(dict.fromkeys(wanted))
-
+    table = _weight_table(weights)
+    wanted, missing = _wanted_vectors(have, dimensions)
     clusters = cluster_info(payload)
-    slot_names = [n for n in have if n.startswith(VECTOR_PREFIX)]
-    stored = {n: clusters.get(n, (None, None))[0] for n in slot_names}
-    if any(w for w in stored.values()):
-        total = sum(w or 0.0 for w in stored.values())
-        shares = {n: (w or 0.0) / total for n, w in stored.items()}
-    else:  # no usable stored weights (planted or damaged point): equal shares
-        shares = {n: 1.0 / len(slot_names) for n in slot_names}
-
+    shares = _cluster_shares(have, clusters)
     raw: list[tuple[str, float]] = []
     for name in wanted:
         if name.startswith(VECTOR_PREFIX):
@@ -197,18 +169,75 @@ def plan_sources(
             w = table.get(name, UNKNOWN_DIMENSION_WEIGHT)
         if w > 0:
             raw.append((name, w))
+    return _normalised_sources(raw, clusters), missing
+
+
+def _weight_table(weights: Mapping[str, float] | None) -> dict[str, float]:
+    """:data:`DEFAULT_DIMENSION_WEIGHTS` with a call's overrides, each checked to be a finite
+    number ≥ 0 (checked before anything else, so a bad weight is reported even for a user
+    without vectors)."""
+    table = {**DEFAULT_DIMENSION_WEIGHTS}
+    for key, value in (weights or {}).items():
+        table[key] = finite_weight(value, f"weight of {key!r}")
+    return table
+
+
+def _wanted_vectors(
+    have: Sequence[str], dimensions: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The user's vectors a call asks for (first mention first, each once) and the requested
+    names the user has no vector for. ``"interests"`` expands to every cluster the user has;
+    ``"negative"`` is refused: it is evidence against items, never a source."""
+    if dimensions is None:
+        return list(have), []
+    if NEGATIVE in dimensions:
+        raise ValueError(
+            "'negative' is negative evidence, not a source; tune it with negative_weight"
+        )
+    wanted: list[str] = []
+    missing: list[str] = []
+    for name in dict.fromkeys(dimensions):
+        if name == INTERESTS:
+            hits = [n for n in have if n.startswith(VECTOR_PREFIX)]
+            wanted += hits
+            missing += [] if hits else [name]
+        elif name in have:
+            wanted.append(name)
+        else:
+            missing.append(name)
+    return list(dict.fromkeys(wanted)), missing
+
+
+def _cluster_shares(
+    have: Sequence[str], clusters: Mapping[str, tuple[float | None, str | None]]
+) -> dict[str, float]:
+    """Each of the user's interest clusters' share of the ``interests`` weight: in proportion to
+    the weights the embed worker stored, or equal shares when none is usable (a planted or
+    damaged point)."""
+    slot_names = [n for n in have if n.startswith(VECTOR_PREFIX)]
+    stored = {n: clusters.get(n, (None, None))[0] for n in slot_names}
+    if any(w for w in stored.values()):
+        total = sum(w or 0.0 for w in stored.values())
+        return {n: (w or 0.0) / total for n, w in stored.items()}
+    return {n: 1.0 / len(slot_names) for n in slot_names}
+
+
+def _normalised_sources(
+    raw: Sequence[tuple[str, float]], clusters: Mapping[str, tuple[float | None, str | None]]
+) -> list[Source]:
+    """``(vector name, raw weight > 0)`` pairs as sources whose weights sum to 1, interest
+    clusters labelled from the payload; a share that underflows to 0 is dropped."""
     total = sum(w for _, w in raw)
-    raw = [(name, w) for name, w in raw if w / total > 0]  # a denormal share underflows to 0
-    sources = [
+    kept = [(name, w) for name, w in raw if w / total > 0]  # a denormal share underflows to 0
+    return [
         Source(
             vector=name,
             kind="interest" if name.startswith(VECTOR_PREFIX) else "dimension",
             weight=w / total,
             label=clusters.get(name, (None, None))[1] if name.startswith(VECTOR_PREFIX) else None,
         )
-        for name, w in raw
+        for name, w in kept
     ]
-    return sources, missing
 
 
 def mean_lengths(payload: Mapping[str, Any]) -> dict[str, float]:
@@ -426,26 +455,7 @@ def build_request(
     sum ``Σ w_i cos(item, q_i)``, not only the terms of the sources that happened to retrieve it.
     """
     depth = candidate_count(limit)
-    retrieve = [
-        qm.Prefetch(query=vectors[s.vector].tolist(), using=ITEM_VECTOR, limit=depth)
-        for s in sources
-    ]
-    weights = [s.weight for s in sources]
-    prefetch = retrieve
-    if len(sources) > 1:
-        combined = sum(
-            (s.weight * vectors[s.vector] / np.linalg.norm(vectors[s.vector]) for s in sources),
-            np.zeros(1),
-        )
-        length = float(np.linalg.norm(combined))
-        if length > 1e-6:  # else the sources cancel out: score each by its own prefetch
-            rescored = qm.Prefetch(
-                prefetch=retrieve,
-                query=(combined / length).tolist(),
-                using=ITEM_VECTOR,
-                limit=depth * len(sources),  # keeps the whole union
-            )
-            prefetch, weights = [rescored], [length]
+    prefetch, weights = _positive_prefetches(sources, vectors, depth)
     use_negative = negative_weight > 0 and NEGATIVE in vectors
     if use_negative:
         prefetch.append(
@@ -471,6 +481,39 @@ def build_request(
         mmr=qm.Mmr(diversity=diversity, candidates_limit=depth),
     )
     return qm.QueryRequest(prefetch=[fused], query=nearest, using=ITEM_VECTOR, **common)
+
+
+def _positive_prefetches(
+    sources: Sequence[Source], vectors: Mapping[str, FloatArray], depth: int
+) -> tuple[list[qm.Prefetch], list[float]]:
+    """The positive prefetches and the formula weight of each one's ``$score``.
+
+    One prefetch per source (its top ``depth``) weighted by the source's weight; with several
+    sources, wrapped in one prefetch that rescores their union by cosine with the unit
+    ``Q = Σ w_i q_i`` and is weighted by ``|Q|``, so every candidate gets the full weighted sum.
+    If the sources cancel out (``|Q|`` ≈ 0), each is scored by its own prefetch instead.
+    """
+    retrieve = [
+        qm.Prefetch(query=vectors[s.vector].tolist(), using=ITEM_VECTOR, limit=depth)
+        for s in sources
+    ]
+    weights = [s.weight for s in sources]
+    if len(sources) <= 1:
+        return retrieve, weights
+    combined = sum(
+        (s.weight * vectors[s.vector] / np.linalg.norm(vectors[s.vector]) for s in sources),
+        np.zeros(1),
+    )
+    length = float(np.linalg.norm(combined))
+    if not length > 1e-6:  # the sources cancel out (or NaN): score each by its own prefetch
+        return retrieve, weights
+    rescored = qm.Prefetch(
+        prefetch=retrieve,
+        query=(combined / length).tolist(),
+        using=ITEM_VECTOR,
+        limit=depth * len(sources),  # keeps the whole union
+    )
+    return [rescored], [length]
 
 
 def attribute(

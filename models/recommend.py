@@ -190,6 +190,34 @@ class Plan:
     limit: int  # as validated (the fallback returns as many)
 
 
+class _CallOptions(NamedTuple):
+    """The scalar options of one :meth:`Recommender.plan` call, validated and defaulted."""
+
+    limit: int
+    diversity: float | None
+    popularity_field: str | None  # as requested (the fallback orders by it)
+    negative_weight: float
+    popularity_weight: float
+
+
+def _excluded_items(payload: Mapping[str, Any], options: RecommendOptions) -> list[str]:
+    """Item ids a call leaves out, each once in first-seen order: the user's recent items
+    (unless ``exclude_recent`` is false) then ``exclude_items``."""
+    recent = payload.get("recent_items") if options.get("exclude_recent", True) else None
+    recent_ids = [str(i) for i in recent] if isinstance(recent, list) else []
+    return list(dict.fromkeys([*recent_ids, *options.get("exclude_items", ())]))
+
+
+def _fusion_note(centred: bool, centering: float, diversity: float | None) -> str:
+    """The explanation's one-line account of how a personal request scores items."""
+    note = "weighted fusion of the user's dimensions and interest clusters"
+    if centred:
+        note += f" (queries centred on the catalog mean × {centering:g})"
+    if diversity is not None:
+        note += f"; MMR diversity {diversity:g} (scores are cosines to the fused query)"
+    return note
+
+
 def catalog_centroid(
     store: InterestStore, sample: int = DEFAULT_CENTROID_SAMPLE
 ) -> FloatArray | None:
@@ -256,6 +284,35 @@ class Recommender:
         """The request :meth:`recommend` sends for a user with these stored ``vectors`` and
         ``payload`` (pure but for the cached centroid). Raises ``ValueError`` for invalid
         arguments."""
+        call = self._checked_options(options)
+        filters = options.get("filters")
+        merged = {**self.weights, **(options.get("weights") or {})}
+
+        sources, missing = plan_sources(
+            vectors, payload, dimensions=options.get("dimensions"), weights=merged
+        )  # validates dimensions/weights even for unknown users
+        excluded = _excluded_items(payload, options)
+        query_filter = build_filter(filters, sorted(item_point_id(i) for i in excluded))
+        explanation = Explanation(
+            excluded=len(excluded),
+            filters=dict(filters or {}),
+            missing=tuple(missing),
+            diversity=None if call.diversity is None else float(call.diversity),
+        )
+        has_positive = any(name != NEGATIVE for name in vectors)
+        if not sources:
+            return Plan(
+                None, (), {}, query_filter, explanation, call.popularity_field, has_positive,
+                call.limit,
+            )  # fmt: skip
+        return self._personal_plan(
+            vectors, payload, sources, query_filter, explanation, call, has_positive
+        )
+
+    def _checked_options(self, options: RecommendOptions) -> _CallOptions:
+        """The scalar options of one call, checked in a fixed order (so the first mistake is the
+        one reported) and defaulted from the settings; ``TypeError`` for an unknown option,
+        ``ValueError`` for a bad value."""
         unknown = set(options) - set(RecommendOptions.__annotations__)
         if unknown:  # a caller's mistake, as for any unexpected keyword argument
             raise TypeError(f"unknown recommend options: {', '.join(sorted(unknown))}")
@@ -275,57 +332,45 @@ class Recommender:
         popularity_weight = finite_weight(
             options.get("popularity_weight", cfg.popularity_weight), "popularity_weight"
         )
-        filters = options.get("filters")
-        merged = {**self.weights, **(options.get("weights") or {})}
+        return _CallOptions(limit, diversity, popularity_field, negative_weight, popularity_weight)
 
-        sources, missing = plan_sources(
-            vectors, payload, dimensions=options.get("dimensions"), weights=merged
-        )  # validates dimensions/weights even for unknown users
-        recent = payload.get("recent_items") if options.get("exclude_recent", True) else None
-        recent_ids = [str(i) for i in recent] if isinstance(recent, list) else []
-        excluded = list(dict.fromkeys([*recent_ids, *options.get("exclude_items", ())]))
-        query_filter = build_filter(filters, sorted(item_point_id(i) for i in excluded))
-        explanation = Explanation(
-            excluded=len(excluded),
-            filters=dict(filters or {}),
-            missing=tuple(missing),
-            diversity=None if diversity is None else float(diversity),
-        )
-        has_positive = any(name != NEGATIVE for name in vectors)
-        if not sources:
-            return Plan(
-                None, (), {}, query_filter, explanation, popularity_field, has_positive, limit
-            )
-
+    def _personal_plan(
+        self,
+        vectors: Mapping[str, FloatArray],
+        payload: Mapping[str, Any],
+        sources: Sequence[Source],
+        query_filter: qm.Filter | None,
+        explanation: Explanation,
+        call: _CallOptions,
+        has_positive: bool,
+    ) -> Plan:
+        """The plan for a user with at least one source: the queries centred on the catalog, the
+        fused request, and the explanation completed with what the request does."""
+        cfg = self.settings
         centroid = self.centroid()
         queries = centered_queries(vectors, payload, centroid, cfg.centering)
-        use_pop = bool(popularity_field) and popularity_weight > 0
+        use_pop = bool(call.popularity_field) and call.popularity_weight > 0
         request = build_request(
             sources,
             queries,
-            limit=limit,
+            limit=call.limit,
             query_filter=query_filter,
-            negative_weight=negative_weight,
-            popularity_field=popularity_field if use_pop else None,
-            popularity_weight=popularity_weight if use_pop else 0.0,
-            diversity=diversity,
+            negative_weight=call.negative_weight,
+            popularity_field=call.popularity_field if use_pop else None,
+            popularity_weight=call.popularity_weight if use_pop else 0.0,
+            diversity=call.diversity,
         )
-        note = "weighted fusion of the user's dimensions and interest clusters"
-        if centroid is not None:
-            note += f" (queries centred on the catalog mean × {cfg.centering:g})"
-        if diversity is not None:
-            note += f"; MMR diversity {diversity:g} (scores are cosines to the fused query)"
         explanation = replace(
             explanation,
             sources=tuple(sources),
-            negative_weight=negative_weight if NEGATIVE in vectors else 0.0,
-            popularity_field=popularity_field if use_pop else None,
-            popularity_weight=popularity_weight if use_pop else 0.0,
-            note=note,
+            negative_weight=call.negative_weight if NEGATIVE in vectors else 0.0,
+            popularity_field=call.popularity_field if use_pop else None,
+            popularity_weight=call.popularity_weight if use_pop else 0.0,
+            note=_fusion_note(centroid is not None, cfg.centering, call.diversity),
         )
         return Plan(
-            request, tuple(sources), queries, query_filter, explanation, popularity_field,
-            has_positive, limit,
+            request, tuple(sources), queries, query_filter, explanation, call.popularity_field,
+            has_positive, call.limit,
         )  # fmt: skip
 
     def recommend(self, user_id: str, **options: Unpack[RecommendOptions]) -> Recommendation:

@@ -277,6 +277,118 @@ def _assignment(raw: bytes) -> list[TopicPartition]:
         return []
 
 
+@dataclass(frozen=True, slots=True)
+class _LagFamilies:
+    """The gauge families one scrape of :class:`LagCollector` serves, and how a read fills them."""
+
+    lag: GaugeMetricFamily
+    seconds: GaugeMetricFamily
+    committed: GaugeMetricFamily
+    log_end: GaugeMetricFamily
+    lag_max: GaugeMetricFamily
+    lag_sum: GaugeMetricFamily
+    seconds_max: GaugeMetricFamily
+    members: GaugeMetricFamily
+    status: GaugeMetricFamily
+    read_ok: GaugeMetricFamily
+    read_ts: GaugeMetricFamily
+
+    @classmethod
+    def empty(cls) -> _LagFamilies:
+        """Every family, without samples: per partition, per group, then the read's health."""
+        part = ["group", "topic", "partition"]
+        lag = GaugeMetricFamily(
+            "interest_consumer_lag",
+            "Log-end offset minus committed offset (clamped at 0); no sample without a commit",
+            labels=part,
+        )
+        seconds = GaugeMetricFamily(
+            "interest_consumer_lag_seconds",
+            "Age of the oldest unconsumed record (now minus the timestamp at the committed offset)",
+            labels=part,
+        )
+        committed = GaugeMetricFamily(
+            "interest_consumer_committed_offset", "Committed offset of the group", labels=part
+        )
+        log_end = GaugeMetricFamily(
+            "interest_consumer_log_end_offset",
+            "Log-end offset (high watermark) of the partition",
+            labels=part,
+        )
+        lag_max = GaugeMetricFamily(
+            "interest_consumer_group_lag_max",
+            "Largest partition lag of the group",
+            labels=["group"],
+        )
+        lag_sum = GaugeMetricFamily(
+            "interest_consumer_group_lag_sum", "Sum of the group's partition lags", labels=["group"]
+        )
+        seconds_max = GaugeMetricFamily(
+            "interest_consumer_group_lag_seconds_max",
+            "Age of the group's oldest unconsumed record",
+            labels=["group"],
+        )
+        members = GaugeMetricFamily(
+            "interest_consumer_group_members", "Members of the consumer group", labels=["group"]
+        )
+        status = GaugeMetricFamily(
+            "interest_consumer_group_status",
+            "1 for the group's current status (OK, lagging, stalled, stopped, unknown)",
+            labels=["group", "status"],
+        )
+        read_ok = GaugeMetricFamily(
+            "interest_consumer_lag_read_ok", "1 if the last lag read from the brokers succeeded"
+        )
+        read_ts = GaugeMetricFamily(
+            "interest_consumer_lag_read_timestamp_seconds", "Wall time of the last good lag read"
+        )
+        return cls(
+            lag, seconds, committed, log_end, lag_max, lag_sum, seconds_max, members, status,
+            read_ok, read_ts,
+        )  # fmt: skip
+
+    def ordered(self) -> list[Metric]:
+        """The families in the order they are served (the order of the fields)."""
+        return [
+            self.lag, self.seconds, self.committed, self.log_end, self.lag_max, self.lag_sum,
+            self.seconds_max, self.members, self.status, self.read_ok, self.read_ts,
+        ]  # fmt: skip
+
+    def add_partitions(self, sample: GroupSample) -> None:
+        """One group's per-partition values; a value the read lacks gets no sample."""
+        for p in sample.partitions:
+            labels = [sample.group, p.topic, str(p.partition)]
+            if p.lag is not None:
+                self.lag.add_metric(labels, p.lag)
+            if p.lag_seconds is not None:
+                self.seconds.add_metric(labels, p.lag_seconds)
+            if p.committed is not None:
+                self.committed.add_metric(labels, p.committed)
+            if p.log_end is not None:
+                self.log_end.add_metric(labels, p.log_end)
+
+    def add_group(self, sample: GroupSample, current: Verdict | None) -> None:
+        """One group's totals and members, and its status as one 0/1 series per status (1 for
+        ``current``; all 0 without a verdict)."""
+        g = sample.group
+        totals = sample.totals
+        if totals.lag_max is not None:
+            self.lag_max.add_metric([g], totals.lag_max)
+        if totals.lag_sum is not None:
+            self.lag_sum.add_metric([g], totals.lag_sum)
+        if totals.lag_seconds_max is not None:
+            self.seconds_max.add_metric([g], totals.lag_seconds_max)
+        self.members.add_metric([g], sample.members)
+        for s in Status:
+            self.status.add_metric([g, str(s)], 1.0 if current and current.status == s else 0.0)
+
+    def add_read(self, read_ok: bool, last_read: float | None) -> None:
+        """Whether the last read succeeded, and when the last good one was taken."""
+        self.read_ok.add_metric([], 1.0 if read_ok else 0.0)
+        if last_read is not None:
+            self.read_ts.add_metric([], last_read)
+
+
 class LagCollector(Collector):
     """Prometheus collector of consumer lag: refresh asynchronously, then render synchronously.
 
@@ -344,81 +456,12 @@ class LagCollector(Collector):
         yield from self._families(with_samples=True)
 
     def _families(self, *, with_samples: bool = False) -> Iterator[Metric]:
-        part = ["group", "topic", "partition"]
-        lag = GaugeMetricFamily(
-            "interest_consumer_lag",
-            "Log-end offset minus committed offset (clamped at 0); no sample without a commit",
-            labels=part,
-        )
-        seconds = GaugeMetricFamily(
-            "interest_consumer_lag_seconds",
-            "Age of the oldest unconsumed record (now minus the timestamp at the committed offset)",
-            labels=part,
-        )
-        committed = GaugeMetricFamily(
-            "interest_consumer_committed_offset", "Committed offset of the group", labels=part
-        )
-        log_end = GaugeMetricFamily(
-            "interest_consumer_log_end_offset",
-            "Log-end offset (high watermark) of the partition",
-            labels=part,
-        )
-        lag_max = GaugeMetricFamily(
-            "interest_consumer_group_lag_max",
-            "Largest partition lag of the group",
-            labels=["group"],
-        )
-        lag_sum = GaugeMetricFamily(
-            "interest_consumer_group_lag_sum", "Sum of the group's partition lags", labels=["group"]
-        )
-        seconds_max = GaugeMetricFamily(
-            "interest_consumer_group_lag_seconds_max",
-            "Age of the group's oldest unconsumed record",
-            labels=["group"],
-        )
-        members = GaugeMetricFamily(
-            "interest_consumer_group_members", "Members of the consumer group", labels=["group"]
-        )
-        status = GaugeMetricFamily(
-            "interest_consumer_group_status",
-            "1 for the group's current status (OK, lagging, stalled, stopped, unknown)",
-            labels=["group", "status"],
-        )
-        read_ok = GaugeMetricFamily(
-            "interest_consumer_lag_read_ok", "1 if the last lag read from the brokers succeeded"
-        )
-        read_ts = GaugeMetricFamily(
-            "interest_consumer_lag_read_timestamp_seconds", "Wall time of the last good lag read"
-        )
-        families = [lag, seconds, committed, log_end, lag_max, lag_sum, seconds_max, members]
-        families += [status, read_ok, read_ts]
-        if not with_samples:
-            yield from families
-            return
-        for sample in self.samples:
-            g = sample.group
-            for p in sample.partitions:
-                labels = [g, p.topic, str(p.partition)]
-                if p.lag is not None:
-                    lag.add_metric(labels, p.lag)
-                if p.lag_seconds is not None:
-                    seconds.add_metric(labels, p.lag_seconds)
-                if p.committed is not None:
-                    committed.add_metric(labels, p.committed)
-                if p.log_end is not None:
-                    log_end.add_metric(labels, p.log_end)
-            totals = sample.totals
-            if totals.lag_max is not None:
-                lag_max.add_metric([g], totals.lag_max)
-            if totals.lag_sum is not None:
-                lag_sum.add_metric([g], totals.lag_sum)
-            if totals.lag_seconds_max is not None:
-                seconds_max.add_metric([g], totals.lag_seconds_max)
-            members.add_metric([g], sample.members)
-            current = self.verdicts.get(g)
-            for s in Status:
-                status.add_metric([g, str(s)], 1.0 if current and current.status == s else 0.0)
-        read_ok.add_metric([], 1.0 if self.read_ok else 0.0)
-        if self.last_read is not None:
-            read_ts.add_metric([], self.last_read)
-        yield from families
+        """The lag gauge families, empty for ``describe``, filled from the last read for
+        ``collect``; always all of them, in the same order."""
+        families = _LagFamilies.empty()
+        if with_samples:
+            for sample in self.samples:
+                families.add_partitions(sample)
+                families.add_group(sample, self.verdicts.get(sample.group))
+            families.add_read(self.read_ok, self.last_read)
+        yield from families.ordered()

@@ -1,7 +1,7 @@
 """Qdrant's REST data model (qdrant-client's ``models``) translated into qdrant-edge's classes.
 
 The recommend plan (:mod:`models.query_plan`) and the read-only REST endpoints of the service
-(:mod:`streams.qdrant_rest`) both speak the server's model; this module is the one place that
+(:mod:`streams.embed.qdrant_rest`) both speak the server's model; this module is the one place that
 turns it into the in-process engine's objects, so no request is written twice. What the engine
 cannot do (``lookup_from`` another collection, inference objects, sparse vectors ...) raises
 :class:`~models.store.base.UnsupportedRequest` naming the feature, never a silent approximation.

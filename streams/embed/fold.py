@@ -36,7 +36,7 @@ import numpy as np
 from models.encoder import Encoder
 from models.interests import Observation, StateError
 from models.profile import InterestSpec, UserInterests
-from models.store import InterestStore, StoredUser
+from models.store import InterestStore, StoredUser, UserWrite
 from streams.contracts.jobs import JobEvent, UpdateJob
 
 log = logging.getLogger(__name__)
@@ -103,58 +103,27 @@ class JobFolder:
             self._collections_ready = True
 
     def apply(self, jobs: Sequence[UpdateJob], now_ms: int | None = None) -> FoldReport:
+        """Fold ``jobs`` into their users' points: one read, one write, whatever the batch.
+
+        ``now_ms`` (default: the wall clock once the vectors are ready) becomes each written
+        point's ``updated_at``.
+        """
         self.ensure_collections()
         report = FoldReport(jobs=len(jobs))
         by_user: dict[str, list[UpdateJob]] = defaultdict(list)
         for job in jobs:
             by_user[job.user_id].append(job)
         stored = self.store.get_users(by_user)
-
-        todo: dict[str, list[JobEvent]] = {}
-        for user_id, user_jobs in by_user.items():
-            seq = int(stored[user_id].payload.get("seq", 0)) if user_id in stored else 0
-            events = pending_events(user_jobs, seq)
-            report.events_replayed += sum(len(j.events) for j in user_jobs) - len(events)
-            if events:
-                todo[user_id] = events
+        todo = self._pending(by_user, stored, report)
         if not todo:
             return report
 
         vectors = self._vectors([e for events in todo.values() for e in events], report)
-        writes = []
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        for user_id, events in todo.items():
-            interests = self._load(user_id, stored, report)
-            observations = []
-            for e in events:
-                vector = vectors.get((e.item_id, e.text))
-                if vector is None:
-                    report.skipped["no_vector"] += 1
-                    continue
-                observations.append(Observation(e.ts_ms, e.weight, e.type, vector, e.tags))
-            interests.update(observations)
-            report.events_applied += len(observations)
-            named, fragment = interests.to_stored()
-            if not named:
-                report.users_without_vectors += 1
-                log.debug(
-                    "user %s: no vector for any of its %d events (item not loaded, no text); "
-                    "progress recorded without vectors",
-                    user_id,
-                    len(events),
-                )
-            previous = stored[user_id].payload if user_id in stored else {}
-            payload = {
-                **fragment,
-                "user_id": user_id,
-                "seq": events[-1].n,
-                "updated_at": now_ms,
-                "events_folded": int(previous.get("events_folded", 0)) + len(observations),
-                "recent_items": recent_items(
-                    previous.get("recent_items", ()), events, self.recent_items_cap
-                ),
-            }
-            writes.append((user_id, named, payload))
+        writes = [
+            self._fold_user(user_id, events, vectors, stored, now_ms, report)
+            for user_id, events in todo.items()
+        ]
         started = time.perf_counter()
         self.store.upsert_users(writes)
         report.upsert_s = time.perf_counter() - started
@@ -168,6 +137,66 @@ class JobFolder:
             for job in user_jobs
         ]
         return report
+
+    @staticmethod
+    def _pending(
+        by_user: Mapping[str, Sequence[UpdateJob]],
+        stored: Mapping[str, StoredUser],
+        report: FoldReport,
+    ) -> dict[str, list[JobEvent]]:
+        """Each user's events not folded in yet (past the stored ``seq``), users with none left
+        out; the events dropped as already folded are counted as replayed."""
+        todo: dict[str, list[JobEvent]] = {}
+        for user_id, user_jobs in by_user.items():
+            seq = int(stored[user_id].payload.get("seq", 0)) if user_id in stored else 0
+            events = pending_events(user_jobs, seq)
+            report.events_replayed += sum(len(j.events) for j in user_jobs) - len(events)
+            if events:
+                todo[user_id] = events
+        return todo
+
+    def _fold_user(
+        self,
+        user_id: str,
+        events: Sequence[JobEvent],
+        vectors: Mapping[tuple[str | None, str | None], np.ndarray],
+        stored: Mapping[str, StoredUser],
+        now_ms: int,
+        report: FoldReport,
+    ) -> UserWrite:
+        """One user's point to write: its interests with ``events`` folded in (those without a
+        vector skipped) and the payload recording the progress, even when no vector is left."""
+        interests = self._load(user_id, stored, report)
+        observations = []
+        for e in events:
+            vector = vectors.get((e.item_id, e.text))
+            if vector is None:
+                report.skipped["no_vector"] += 1
+                continue
+            observations.append(Observation(e.ts_ms, e.weight, e.type, vector, e.tags))
+        interests.update(observations)
+        report.events_applied += len(observations)
+        named, fragment = interests.to_stored()
+        if not named:
+            report.users_without_vectors += 1
+            log.debug(
+                "user %s: no vector for any of its %d events (item not loaded, no text); "
+                "progress recorded without vectors",
+                user_id,
+                len(events),
+            )
+        previous = stored[user_id].payload if user_id in stored else {}
+        payload = {
+            **fragment,
+            "user_id": user_id,
+            "seq": events[-1].n,
+            "updated_at": now_ms,
+            "events_folded": int(previous.get("events_folded", 0)) + len(observations),
+            "recent_items": recent_items(
+                previous.get("recent_items", ()), events, self.recent_items_cap
+            ),
+        }
+        return user_id, named, payload
 
     def _vectors(
         self, events: Sequence[JobEvent], report: FoldReport

@@ -19,8 +19,14 @@ class EmbedMetrics:
     """What an embed worker counts."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """Register every metric on ``registry`` (default: a new one for this worker): the work
+        counters first, then the timings and gauges, so ``/metrics`` keeps its order."""
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._add_work_counters(self.registry)
+        self._add_timings_and_gauges(self.registry)
+
+    def _add_work_counters(self, r: CollectorRegistry) -> None:
+        """What flows through the worker: jobs read, events folded or skipped, vectors sourced."""
         self.jobs = Counter("interest_embed_jobs", "Update jobs read by embed workers", registry=r)
         self.invalid_jobs = Counter(
             "interest_embed_invalid_jobs", "Unreadable update jobs sent to the DLQ", registry=r
@@ -50,6 +56,10 @@ class EmbedMetrics:
             "Event vectors taken from Qdrant items",
             registry=r,
         )
+
+    def _add_timings_and_gauges(self, r: CollectorRegistry) -> None:
+        """How batches go: their size and duration, upsert latency and failures, freshness, and
+        whether the worker is consuming."""
         self.batch_size = Histogram(
             "interest_embed_batch_size", "Jobs per embed batch", buckets=BATCH_BUCKETS, registry=r
         )
