@@ -98,3 +98,17 @@ def test_every_module_is_in_the_architecture_page() -> None:
         if p.name != "__init__.py" and f"`{p.relative_to(ROOT)}`" not in page
     ]
     assert missing == []
+
+
+def test_no_product_function_is_over_60_lines() -> None:
+    """A function a reader takes in at once; longer ones are split into named steps."""
+    long = [
+        f"{p.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for pkg in PACKAGES
+        for p in sorted((ROOT / pkg).rglob("*.py"))
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert long == []
