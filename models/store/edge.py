@@ -213,16 +213,20 @@ class EdgeBackend:
         (``{"nearest": "<id>"}``, recommend examples) are left out of the results."""
         shard = self._shard(collection)
         named: list[qm.ExtendedPointId] = []
+        looked_up: dict[tuple[str, str], list[float]] = {}  # the second translation reuses them
 
         def vector_of(pid: qm.ExtendedPointId, using: str | None) -> list[float]:
             name = using or ""
+            if (str(pid), name) in looked_up:
+                return looked_up[str(pid), name]
             found = shard.retrieve([tr.point_id(pid)], False, [name] if name else True)
             vectors = found[0].vector if found else None
             vec = vectors.get(name) if isinstance(vectors, Mapping) else vectors
             if not isinstance(vec, list) or not all(isinstance(x, float | int) for x in vec):
                 raise UnsupportedRequest(f"point {pid} has no dense vector {name!r} to query with")
             named.append(pid)
-            return [float(x) for x in vec]  # type: ignore[arg-type]
+            looked_up[str(pid), name] = [float(x) for x in vec]  # type: ignore[arg-type]
+            return looked_up[str(pid), name]
 
         translated = tr.query_request(request, vector_of)
         if named:
