@@ -33,7 +33,7 @@ from typing import Any, Final, cast
 import qdrant_edge as qe
 from qdrant_client.http import models as qm
 
-from models.store import edge_query as tr
+import models.store.edge_query as tr
 from models.store.base import (
     CollectionLayout,
     CollectionNotFound,

@@ -37,7 +37,8 @@ def _imports() -> dict[str, set[str]]:
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle among the modules (excluding a package's own ``__init__`` re-exports)."""
+    """One import cycle among the modules; a module importing through its own package's
+    ``__init__`` counts (that ``__init__`` imports its modules back)."""
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -45,8 +46,6 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = 1
         stack.append(node)
         for nxt in sorted(graph[node]):
-            if nxt in PACKAGES or node.startswith(nxt + "."):
-                continue  # a module importing its own package's __init__
             if state.get(nxt) == 1:
                 return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)):
