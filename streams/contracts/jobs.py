@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
+
 JOB_SCHEMA_VERSION: Final = 1
 
 
@@ -115,7 +117,7 @@ class UpdateJob:
         return out
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, raw: bytes) -> UpdateJob:

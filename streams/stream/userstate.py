@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
+
+import orjson
 
 from streams.contracts.events import Event
 from streams.contracts.jobs import JobEvent, UpdateJob
@@ -70,16 +71,18 @@ class ActivityWindow:
 
     size_ms: int
     hop_ms: int
+    #: The window's key in a state's activity (``"size:hop"``) and in a job's (``"size"``);
+    #: computed once, they are looked up for every event.
+    state_key: str = field(init=False, repr=False, compare=False)
+    job_key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.hop_ms < 1 or self.size_ms < self.hop_ms or self.size_ms % self.hop_ms:
             raise ValueError(
                 f"window size {self.size_ms} ms must be a positive multiple of hop {self.hop_ms} ms"
             )
-
-    @property
-    def state_key(self) -> str:
-        return f"{self.size_ms}:{self.hop_ms}"
+        object.__setattr__(self, "state_key", f"{self.size_ms}:{self.hop_ms}")
+        object.__setattr__(self, "job_key", str(self.size_ms))
 
     @property
     def buckets(self) -> int:
@@ -270,12 +273,17 @@ class UserState:
         bucket of the user's newest event."""
         out: dict[str, dict[str, int]] = {}
         for w in limits.windows:
+            buckets = self.activity.get(w.state_key)
+            if not buckets:
+                continue
+            if len(buckets) == 1:  # the common case: one bucket, copied
+                out[w.job_key] = dict(buckets[0][1])
+                continue
             total: dict[str, int] = {}
-            for _start, counts in self.activity.get(w.state_key, ()):
+            for _start, counts in buckets:
                 for t, c in counts.items():
                     total[t] = total.get(t, 0) + c
-            if total:
-                out[str(w.size_ms)] = total
+            out[w.job_key] = total
         return out
 
     # -- flushing ----------------------------------------------------------------------------
@@ -297,7 +305,7 @@ class UserState:
             events=tuple(self.pending),
             first_seen_ms=self.first_seen_ms,
             emitted_ms=now_ms,
-            activity=dict(self.activity_counts(limits)),
+            activity=self.activity_counts(limits),
             folded=dict(self.folded),
         )
 
@@ -340,13 +348,13 @@ class UserState:
         activity = {k: v for k, v in self.activity.items() if v}
         if activity:
             d["a"] = activity
-        return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()
+        return orjson.dumps(d)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> UserState:
         """Inverse of :meth:`to_bytes`; raises :class:`StateError` on anything else."""
         try:
-            d = json.loads(raw)
+            d = orjson.loads(raw)
             s = cls()
             s.last_n = int(d["n"])
             offsets = [int(o) for o in d["o"]]
