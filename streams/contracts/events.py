@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
+import orjson
+
 #: Default weight of each known event type. Negative types feed the ``negative`` dimension.
 DEFAULT_TYPE_WEIGHTS: Final[Mapping[str, float]] = MappingProxyType(
     {
@@ -166,11 +168,12 @@ def parse_event(raw: bytes, *, now_ms: int, rules: EventRules = DEFAULT_RULES) -
     if len(raw) > rules.max_message_bytes:
         raise InvalidEvent(OVERSIZE, f"{len(raw)} bytes > limit {rules.max_message_bytes}")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # Strict RFC 8259 (no NaN/Infinity literals) and valid UTF-8 throughout: a lone
+        # surrogate escape ("\ud800"), which json.loads accepts, would make every later encode of
+        # the event fail -- a poison pill for the stream worker.
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise InvalidEvent(NOT_JSON, str(exc)) from None
-    except RecursionError:
-        raise InvalidEvent(NOT_JSON, "nested too deeply") from None
     if not isinstance(obj, dict):
         raise InvalidEvent(NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
     return validate_event(obj, now_ms=now_ms, rules=rules)
@@ -199,6 +202,7 @@ def validate_event(
     if raw_text is not None:
         if not isinstance(raw_text, str):
             raise InvalidEvent(WRONG_TYPE, f"text must be a string, got {_json_type(raw_text)}")
+        _check_unicode(raw_text, "text")
         text = normalize_text(raw_text)[: rules.max_text_chars].rstrip() or None
     if item_id is None and text is None:
         raise InvalidEvent(NO_CONTENT, "an event needs item_id or a non-empty text")
@@ -221,6 +225,16 @@ def _json_type(value: object) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
+def _check_unicode(value: str, name: str) -> None:
+    """Reject a string UTF-8 cannot encode (a lone surrogate, from a Python caller): every
+    later encode of the event -- state, job, DLQ detail -- would fail on it."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidEvent(WRONG_TYPE, f"{name} must be valid Unicode text") from None
+
+
 def _required_str(obj: Mapping[str, Any], name: str, max_chars: int) -> str:
     if name not in obj or obj[name] is None:
         raise InvalidEvent(MISSING_FIELD, f"{name} is required")
@@ -235,6 +249,7 @@ def _optional_str(obj: Mapping[str, Any], name: str, max_chars: int) -> str | No
         return None
     if not isinstance(value, str):
         raise InvalidEvent(WRONG_TYPE, f"{name} must be a string, got {_json_type(value)}")
+    _check_unicode(value, name)
     if not value.strip():
         raise InvalidEvent(BAD_LENGTH, f"{name} must not be empty")
     if len(value) > max_chars:
@@ -296,6 +311,7 @@ def _tags(value: object, rules: EventRules) -> tuple[str, ...]:
     for tag in value:
         if not isinstance(tag, str):
             raise InvalidEvent(WRONG_TYPE, f"tags must be strings, got {_json_type(tag)}")
+        _check_unicode(tag, "tags")
         norm = normalize_tag(tag)[: rules.max_tag_chars].rstrip()
         if norm and norm not in out:
             out.append(norm)

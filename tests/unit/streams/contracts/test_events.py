@@ -177,12 +177,29 @@ def test_invalid_events(overrides: dict[str, object], reason: str) -> None:
     assert reason_of(ev(**overrides)) == reason
 
 
-@pytest.mark.parametrize(
-    "raw", [b'{"weight": NaN}', b'{"weight": Infinity}', b'{"weight": -Infinity}']
-)
-def test_non_finite_weight(raw: bytes) -> None:
-    obj = json.loads(raw)
-    assert reason_of(json.dumps(ev(weight=obj["weight"])).encode()) == BAD_WEIGHT
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_weight(literal: str) -> None:
+    # NaN/Infinity literals are not JSON (RFC 8259): such a record is rejected as not JSON ...
+    raw = json.dumps(ev(weight=0.5)).replace("0.5", literal).encode()
+    assert reason_of(raw) == NOT_JSON
+    # ... and a non-finite weight from a Python caller (interest-stream publish) as a weight.
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(ev(weight=float(literal.lower())), now_ms=NOW)
+    assert info.value.reason == BAD_WEIGHT
+
+
+@pytest.mark.parametrize("field", ["event_id", "user_id", "item_id", "text", "tags"])
+def test_lone_surrogates_are_rejected_not_a_poison_pill(field: str) -> None:
+    """A lone surrogate escape is JSON syntax that json.loads accepts, but no text: such an event
+    used to pass validation and crash the stream worker at the first encode of its state."""
+    value: object = ["bad \ud800 tag"] if field == "tags" else "bad \ud800 text"
+    raw = json.dumps(ev(**{field: value}))  # the escape as it travels: backslash-u, ASCII only
+    assert "\\ud800" in raw
+    assert reason_of(raw.encode()) == NOT_JSON
+    with pytest.raises(InvalidEvent) as info:  # the decoded form, from a Python caller
+        validate_event(json.loads(raw), now_ms=NOW)
+    assert info.value.reason == WRONG_TYPE
+    assert field in str(info.value)
 
 
 def test_oversize_message() -> None:
