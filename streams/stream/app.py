@@ -75,7 +75,7 @@ from typing import Any
 from streams.contracts.events import DEFAULT_RULES, EventRules
 from streams.lag import LagCollector
 from streams.settings import IntakeSettings, KafkaSettings, TopicSettings
-from streams.stream.faust_tables import ProducerSink, TableStore, state_table
+from streams.stream.faust_tables import ProducerSink, TableStore, backing_for, state_table
 from streams.stream.group_offsets import commit_start_offsets
 from streams.stream.metrics import MetricsServer, StreamMetrics
 from streams.stream.popularity import PopularityProcessor
@@ -114,12 +114,16 @@ class StreamWorker:
         self.topics = topics = topics or Topics()
         self.app = app = _make_app(settings, kafka, partitions, replication_factor)
         self.table = state_table(
-            app, partitions, "user-state", "per-user stream state (streams.stream.userstate)"
+            app,
+            partitions,
+            "user-state",
+            "per-user stream state (streams.stream.userstate)",
+            options=settings.rocksdb_options(),
         )
         sink = sink if sink is not None else ProducerSink(app)
         popularity = bool(topics.items)
         self.processor = StreamProcessor(
-            store=TableStore(self.table, sink, partitions),
+            store=TableStore(self.table, sink, partitions, backing_for(self.table)),
             sink=sink,
             partitions=partitions,
             policy=settings.trigger_policy(),
@@ -154,9 +158,10 @@ class StreamWorker:
             partitions,
             "item-popularity",
             "decayed counts per item (streams.stream.popularity)",
+            options=self.settings.rocksdb_options(),
         )
         self.popularity = PopularityProcessor(
-            store=TableStore(self.item_table, sink, partitions),
+            store=TableStore(self.item_table, sink, partitions, backing_for(self.item_table)),
             sink=sink,
             partitions=partitions,
             partition_of=partition_for,
@@ -388,7 +393,7 @@ def _make_app(
         broker_request_timeout=max(kafka.request_timeout_s, settings.session_timeout_s),
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 10),
-        store="memory://",
+        store=settings.table_store_url(),  # the state tables' (streams.stream.faust_tables)
         autodiscover=False,
         web_enabled=False,
         datadir=str(settings.faust_data_dir()),

@@ -10,19 +10,37 @@ store and its changelog itself instead of ``table[key] = value``: (b) in
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 import time
-from collections.abc import Awaitable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Collection, Iterator, Mapping
+from typing import Any, Protocol
 
 from streams.stream.types import Headers, Sink, partition_for
 
+Item = tuple[bytes, bytes]
 
-def state_table(app: Any, partitions: int, name: str, help: str) -> Any:
+
+class Backing(Protocol):
+    """Where a table's delivered values live on this worker (faust's store for the table)."""
+
+    def get(self, key: bytes, partition: int) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes | None, partition: int, offset: int) -> None:
+        """Store a value (None: delete) whose changelog record is at ``offset``."""
+        ...
+
+    def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]: ...
+
+
+def state_table(
+    app: Any, partitions: int, name: str, help: str, *, options: Mapping[str, Any]
+) -> Any:
     """A state table (key bytes -> value bytes in partition ``murmur2(key) % N``), written from
     an agent and the timer (see (b) above): ``user-state`` (key user_id, streams.stream.userstate)
-    and
-    ``item-popularity`` (key item_id, streams.stream.popularity)."""
+    and ``item-popularity`` (key item_id, streams.stream.popularity), in the app's store
+    (``rocksdb://`` or ``memory://``) with ``options`` (RocksDB's sizes)."""
     import faust
 
     class StateTable(faust.Table[bytes, bytes]):
@@ -37,8 +55,11 @@ def state_table(app: Any, partitions: int, name: str, help: str) -> Any:
         partitions=partitions,
         beacon=app.tables.beacon,
         help=help,
-        # A restart reads the whole changelog (about 7k records/s here): let compaction, which
-        # never touches the active segment, start early so the log stays ~1 record per user.
+        # faust's RocksDB store pops its own keys from this dict: a copy per table.
+        options=dict(options),
+        # A start reads the changelog past what the local store holds (all of it with the
+        # memory store, about 7k records/s here): let compaction, which never touches the
+        # active segment, start early so the log stays ~1 record per key.
         extra_topic_configs={
             "segment.bytes": str(16 * 2**20),
             "segment.ms": str(10 * 60 * 1000),
@@ -48,38 +69,120 @@ def state_table(app: Any, partitions: int, name: str, help: str) -> Any:
     return app.tables.add(table)
 
 
+def backing_for(table: Any) -> Backing:
+    """The local store of a table made by :func:`state_table`, as a :class:`Backing`."""
+    from faust.stores.rocksdb import Store as RocksStore
+
+    if isinstance(table.data, RocksStore):
+        return RocksBacking(table.data)
+    return MemoryBacking(table.data)
+
+
+class MemoryBacking:
+    """The local copy of a table in faust's memory store: a dict, re-read from the whole
+    changelog at every start and every partition handed over."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def get(self, key: bytes, partition: int) -> bytes | None:
+        value: bytes | None = self.store.get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes | None, partition: int, offset: int) -> None:
+        if value is None:
+            self.store.pop(key, None)
+        else:
+            self.store[key] = value
+
+    def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]:
+        for key, value in list(self.store.items()):
+            if partition_of(key) in partitions:
+                yield key, value
+
+
+class RocksBacking:
+    """The local copy of a table in faust's RocksDB store (one database per partition under the
+    worker's data dir), with the changelog offset it holds: a start or a partition handed over
+    reads only the changelog past that offset (faust's recovery does, ``persisted_offset``).
+
+    faust's own writes need the current event's partition (``Store._set``: (b) in
+    :mod:`streams.stream.app`), so this writes each partition's database itself
+    (``_db_for_partition``, faust-streaming 0.15.3)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def get(self, key: bytes, partition: int) -> bytes | None:
+        value: bytes | None = self.store._db_for_partition(partition).get(key)
+        return value
+
+    def put(self, key: bytes, value: bytes | None, partition: int, offset: int) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+        # The value and the offset it was written at, atomically: after a kill -9 the database
+        # holds a prefix of the changelog and says which.
+        batch.put(self.store.offset_key, str(offset).encode())
+        self.store._db_for_partition(partition).write(batch)
+
+    def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]:
+        for partition in sorted(partitions):
+            yield from self.store._visible_items(self.store._db_for_partition(partition))
+
+
 class TableStore:
-    """The faust table's local store, with its changelog records sent straight to the producer.
+    """A state table's local store, written behind its changelog, with the changelog records
+    sent straight to the producer.
 
     ``table[key] = value`` would go through faust's send_soon buffer and a background task,
     one awaited publish per write (``Table.on_key_set`` -> ``send_changelog``); this writes the
     same record (same topic, key, value, partition) in a tight loop instead. Nothing else of
     ``on_key_set`` applies to this table (no windows/TTL).
+
+    Write-behind: a value goes to the local store (:class:`MemoryBacking` or
+    :class:`RocksBacking`) only once its changelog record is delivered, together with that
+    record's offset; until then it is served from ``_overlay``. So the local store is always a
+    prefix of the changelog -- a kill -9 can lose what was not delivered, exactly as a worker
+    recovering from the changelog alone would -- and a restart reads only the changelog past the
+    stored offset. This relies on the producer delivering a partition's records in order, which
+    aiokafka does (one produce request in flight per broker).
     """
 
-    def __init__(self, table: Any, sink: Sink, partitions: int) -> None:
+    def __init__(self, table: Any, sink: Sink, partitions: int, backing: Backing) -> None:
         self.table = table
         self.sink = sink
         self.partitions = partitions
-        self._unsent: dict[bytes, bytes | None] = {}  # None: a tombstone
+        self.backing = backing
+        self.topic: str = table.changelog_topic.get_topic_name()
+        self._overlay: dict[bytes, bytes | None] = {}  # not yet delivered; None: a tombstone
+        self._unsent: dict[bytes, bytes | None] = {}
         self._lazy: dict[bytes, tuple[bytes, float]] = {}  # oldest first
 
+    def _partition(self, key: bytes) -> int:
+        return partition_for(key, self.partitions)
+
     def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self.table.data.get(key)
-        return value
+        if key in self._overlay:
+            return self._overlay[key]
+        return self.backing.get(key, self._partition(key))
 
     def set(self, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value
+        self._overlay[key] = value
         self._unsent[key] = value  # only the latest value of a key needs to go out
         self._lazy.pop(key, None)
 
     def set_lazy(self, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value
+        self._overlay[key] = value
         self._lazy.pop(key, None)
         self._lazy[key] = (value, time.monotonic())
 
     def delete(self, key: bytes) -> None:
-        self.table.data.pop(key, None)
+        self._overlay[key] = None
         self._unsent[key] = None
         self._lazy.pop(key, None)
 
@@ -87,8 +190,16 @@ class TableStore:
         first = next(iter(self._lazy.values()), None)
         return first is not None and time.monotonic() - first[1] >= max_age_s
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        yield from list(self.table.data.items())
+    def items(self, partitions: Collection[int] | None = None) -> Iterator[Item]:
+        """Every live entry of ``partitions`` (default: all), the undelivered ones included."""
+        wanted = range(self.partitions) if partitions is None else partitions
+        overlay = self._overlay
+        for key, value in self.backing.items(wanted, self._partition):
+            if key not in overlay:
+                yield key, value
+        for key, maybe in list(overlay.items()):
+            if maybe is not None and self._partition(key) in wanted:
+                yield key, maybe
 
     async def write_back_lazy(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
         cutoff = time.monotonic() - max_age_s
@@ -104,9 +215,22 @@ class TableStore:
 
     async def write_back(self) -> None:
         unsent, self._unsent = self._unsent, {}
-        topic = self.table.changelog_topic.get_topic_name()
         for key, value in unsent.items():
-            await self.sink.send(topic, key, value, partition=partition_for(key, self.partitions))
+            partition = self._partition(key)
+            delivery = await self.sink.send(self.topic, key, value, partition=partition)
+            asyncio.ensure_future(delivery).add_done_callback(
+                functools.partial(self._delivered, key, value, partition)
+            )
+
+    def _delivered(
+        self, key: bytes, value: bytes | None, partition: int, delivery: asyncio.Future[Any]
+    ) -> None:
+        """A changelog record is delivered: into the local store, with its offset."""
+        if delivery.cancelled() or delivery.exception() is not None:
+            return  # stays in the overlay; the failed send stops the worker
+        self.backing.put(key, value, partition, delivery.result().offset)
+        if key in self._overlay and self._overlay[key] is value and key not in self._lazy:
+            del self._overlay[key]  # not overwritten meanwhile
 
 
 class ProducerSink:

@@ -400,7 +400,7 @@ class PopularityProcessor(TableOwner):
         self._scheduled.clear()
         self._dirty = {
             key
-            for key, _raw in self.store.items()
+            for key, _raw in self.store.items(self.active)
             if self.partition_of(key, self.partitions) in self.active
         }
 

@@ -323,7 +323,7 @@ class StreamProcessor(TableOwner):
         self._heap.clear()
         self._scheduled.clear()
         self._hot.clear()
-        for key, raw in self.store.items():
+        for key, raw in self.store.items(self.active):
             if has_pending(raw) and partition_for(key, self.partitions) in self.active:
                 state = self._hot[key] = UserState.from_bytes(raw)
                 self._schedule(key, state)

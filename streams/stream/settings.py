@@ -15,7 +15,7 @@ only stream workers use it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -95,6 +95,18 @@ class StreamSettings(InterestSettings):
         default=None, description="faust data dir; default <data_dir>/stream"
     )
     stats_interval_s: float = Field(default=60.0, gt=0, description="log the counters this often")
+    # Where the state tables live on this worker (streams.stream.faust_tables).
+    table_store: Literal["rocksdb", "memory"] = Field(
+        default="rocksdb",
+        description="rocksdb: on disk under the data dir, a restart reads only the changelog's "
+        "tail; memory: re-read from the whole changelog at every start and hand-over",
+    )
+    rocksdb_block_cache_mb: int = Field(
+        default=32, ge=8, description="RocksDB read cache per table partition"
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        default=16, ge=1, description="RocksDB memtable size per table partition (two kept)"
+    )
     # Live item popularity (streams.stream.popularity).
     popularity_enabled: bool = Field(
         default=True, description="keep decayed interaction counts per item and emit them"
@@ -180,6 +192,20 @@ class StreamSettings(InterestSettings):
             tolerance=self.popularity_tolerance,
             floor=self.popularity_floor,
         )
+
+    def table_store_url(self) -> str:
+        return f"{self.table_store}://"
+
+    def rocksdb_options(self) -> dict[str, int]:
+        """faust's RocksDB options: its defaults (2 GiB of block cache and 3 x 64 MiB memtables
+        per partition database) are sized for a machine of its own."""
+        mib = 2**20
+        return {
+            "block_cache_size": self.rocksdb_block_cache_mb * mib,
+            "block_cache_compressed_size": 0,
+            "write_buffer_size": self.rocksdb_write_buffer_mb * mib,
+            "max_write_buffer_number": 2,
+        }
 
     def faust_data_dir(self) -> Path:
         return self.data_dir if self.data_dir is not None else CoreSettings().path("stream")

@@ -11,7 +11,7 @@ another worker. That lifecycle lives here once; each processor says what it cach
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Protocol
 
 
@@ -49,7 +49,9 @@ class StateStore(LazyWrites, Protocol):
         """Drop locally now; a tombstone goes out at the next :meth:`write_back`."""
         ...
 
-    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+    def items(self, partitions: Collection[int] | None = None) -> Iterable[tuple[bytes, bytes]]:
+        """Every entry of ``partitions`` (default: all)."""
+        ...
 
     async def write_back(self) -> None:
         """Hand the changelog records of all :meth:`set` writes to the producer (not awaited)."""

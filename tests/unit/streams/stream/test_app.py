@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -63,8 +64,8 @@ class FakeStore:
         for key in list(self.lazy)[:limit]:
             self.unflushed.append((key, self.lazy.pop(key)))
 
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        yield from list(self.live.items())
+    def items(self, partitions: object = None) -> Iterator[tuple[bytes, bytes]]:
+        yield from list(self.live.items())  # all: the processor keeps its own partitions
 
     async def write_back(self) -> None:
         self.log.append(("write_back", None))
@@ -90,8 +91,8 @@ class FakeSink:
         *,
         partition: int | None = None,
         headers: Headers | None = None,
-    ) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ) -> asyncio.Future[SimpleNamespace]:
+        fut: asyncio.Future[SimpleNamespace] = asyncio.get_running_loop().create_future()
         if topic == TOPICS.updates:
             self.jobs.append(UpdateJob.from_json(value))
             self.store.log.append(("job", self.jobs[-1]))
@@ -100,7 +101,7 @@ class FakeSink:
                 return fut
         else:
             self.other.append((topic, key, value, partition, headers))
-        fut.set_result(None)
+        fut.set_result(SimpleNamespace(offset=len(self.jobs) + len(self.other)))  # metadata
         return fut
 
     async def barrier(self) -> None:
@@ -402,8 +403,12 @@ def test_faust_agent_in_test_context(tmp_path: Path) -> None:
     # The numbered state went to the changelog before the job; the flushed one follows lazily.
     assert UserState.from_bytes(changelog[-1][2]).last_n == 3
     assert DeadLetter.from_record(b"u1", raw, headers or []).reason == "not_object"
-    state = UserState.from_bytes(worker.table[b"u1"])
+    state = UserState.from_bytes(worker.processor.store.get(b"u1") or b"")
     assert state.last_n == 3 and not state.pending and worker.processor.stats.duplicates == 1
+    # The local store (RocksDB by default) is written behind the changelog: it holds the
+    # delivered, numbered state; the flushed one waits for its lazy changelog write.
+    local = UserState.from_bytes(worker.table.data._db_for_partition(0).get(b"u1"))
+    assert local.last_n == 3 and len(local.pending) == 3
 
 
 def test_metrics_server_serves_counters_and_health_and_survives_a_busy_port(
