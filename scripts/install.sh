@@ -40,4 +40,10 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$digest" ]; then
 fi
 # Cheap, and points the entry point at this checkout (CI clones into a fresh folder each run).
 "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$here" >&2
+# The tools that check deploy/ offline (helm, kubeconform, promtool, schemas; deploy/tools.lock):
+# once per machine, linked into the venv's bin; never fails. INTEREST_DEPLOY_TOOLS=0 skips them
+# (scripts/demo.sh does: the demo needs none).
+if [ "${INTEREST_DEPLOY_TOOLS:-1}" != 0 ]; then
+  "$here/scripts/install_deploy_tools.sh" "$venv/bin" >&2 || true
+fi
 echo "$venv/bin"

@@ -204,7 +204,11 @@ def stream() -> None:
 
 @main.command()
 @click.option("--fast", is_flag=True, help="A smaller catalog and fewer events (for CI).")
-@click.option("--keep", is_flag=True, help="Keep the demo's topics and data for inspection.")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the demo's topics and data, and the broker it started, for inspection.",
+)
 def demo(fast: bool, keep: bool) -> None:
     """Watch the whole pipeline work: broker, workers, catalog, two users' taste shifts."""
     from streams.demo import Demo, DemoFailed

@@ -5,7 +5,8 @@ child process with the demo's own topics, consumer groups, Qdrant folder and API
 built-in catalog (:mod:`streams.demo_catalog`) through the worker's API, publishes the scripted
 personas' events in two phases, and after each phase prints every persona's profile and top
 recommendations — so the taste shift is visible. Then it stops the workers gracefully and cleans
-up. Every stage is timed; any failure exits non-zero with a one-line reason.
+up, and stops the broker if it started it (``--keep`` leaves topics, data and that broker for
+inspection). Every stage is timed; any failure exits non-zero with a one-line reason.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class Demo:
         self.items = {item.item_id: item for item in self.catalog}
         self.started = time.monotonic()
         self.worker: subprocess.Popen[bytes] | None = None
+        #: The broker this run started itself (None: it used one already running), stopped at the
+        #: end unless ``keep`` -- the demo leaves nothing running that it started.
+        self.own_broker: LocalBroker | None = None
 
     def stage(self, text: str) -> None:
         self.echo(f"[{time.monotonic() - self.started:6.1f}s] {text}")
@@ -102,7 +106,8 @@ class Demo:
             self.stage(f"using the Kafka broker at {self.kafka.bootstrap}")
             return
         self.stage("starting the local Kafka broker (first time: Maven fetches the jars)")
-        status = LocalBroker(BrokerSettings(), self.core).start()
+        self.own_broker = LocalBroker(BrokerSettings(), self.core)
+        status = self.own_broker.start()
         if status.bootstrap != self.kafka.bootstrap.split(",")[0]:
             raise DemoFailed(
                 f"the local broker listens on {status.bootstrap} but INTEREST_KAFKA_BOOTSTRAP is "
@@ -224,6 +229,15 @@ class Demo:
         if not self.keep:
             asyncio.run(_delete_topics(self.kafka, self.topics, self.run_id))
             shutil.rmtree(self.dir, ignore_errors=True)
+        if self.own_broker is not None:
+            if self.keep:
+                self.stage(
+                    "the Kafka broker keeps running (--keep); stop it with "
+                    "`interest-stream broker stop`"
+                )
+            else:
+                self.own_broker.stop()
+                self.stage("stopped the Kafka broker this demo started")
 
     # -- helpers ----------------------------------------------------------------------------
 

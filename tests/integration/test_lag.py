@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from click.testing import CliRunner
+from deploy_tools import INSTALL_HINT, find_tool
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.broker import ensure_jars, require_java
@@ -417,12 +417,16 @@ def test_dashboard_parses_and_every_panel_queries_known_metrics() -> None:
     assert [n for n in needed if n not in text] == []
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+# On PATH, in the venv's bin or in the tools dir (scripts/install.sh unpacks it there).
+PROMTOOL = find_tool("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason=f"promtool is not installed: {INSTALL_HINT}")
 def test_promtool_checks_rules_config_unit_tests_and_dashboard_queries(tmp_path: Path) -> None:
     prom = DEPLOY / "prometheus"
 
     def promtool(*args: str, cwd: Path = prom) -> None:
-        proc = subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True)
+        proc = subprocess.run([str(PROMTOOL), *args], cwd=cwd, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
     promtool("check", "config", "prometheus.yml")
