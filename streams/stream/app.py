@@ -238,11 +238,11 @@ class StreamWorker:
         return agent
 
     async def _timer(self) -> None:
-        """Flush idle users on time, emit popularity (a plain loop: mode's timers warn on every
+        """Flush idle users on time, emit popularity, sweep idle users' states in chunks (a
+        plain loop: mode's timers warn on every
         slow tick). Each tick holds ``_tick``, so a stop can wait for the tick in progress: the
         producer closes right after the shutdown hook."""
-        last_log = time.monotonic()
-        last_popularity = time.monotonic()
+        last_log = last_popularity = last_sweep = time.monotonic()
         s = self.settings
         # Lazy writes come at the flush rate; send up to 4x that rate, in small chunks.
         chunk = max(100, int(4 * s.timer_interval_s * 10_000))
@@ -257,6 +257,10 @@ class StreamWorker:
                 try:
                     await self.processor.persist(s.persist_interval_s, chunk)
                     await self.processor.flush_due()
+                    if time.monotonic() - last_sweep >= s.state_sweep_interval_s:
+                        last_sweep = time.monotonic()
+                        idle_ms = round(s.state_idle_after_s * 1000)
+                        await self.processor.compact_idle(idle_ms, s.state_sweep_chunk)
                     if self.popularity is not None:
                         await self.popularity.persist(s.persist_interval_s, chunk)
                         if time.monotonic() - last_popularity >= s.popularity_interval_s:

@@ -33,6 +33,12 @@ class Backing(Protocol):
 
     def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]: ...
 
+    def scan(
+        self, partition: int, after: bytes | None, limit: int, partition_of: Any
+    ) -> list[Item]:
+        """Up to ``limit`` entries of ``partition`` with keys after ``after``, in key order."""
+        ...
+
 
 def state_table(
     app: Any, partitions: int, name: str, help: str, *, options: Mapping[str, Any]
@@ -100,6 +106,18 @@ class MemoryBacking:
             if partition_of(key) in partitions:
                 yield key, value
 
+    def scan(
+        self, partition: int, after: bytes | None, limit: int, partition_of: Any
+    ) -> list[Item]:
+        # A dict has no key order: sorted per call (O(n log n); the memory store is for small
+        # state, RocksDB seeks).
+        keys = sorted(
+            k
+            for k in list(self.store.keys())
+            if partition_of(k) == partition and (after is None or k > after)
+        )
+        return [(k, v) for k in keys[:limit] if (v := self.store.get(k)) is not None]
+
 
 class RocksBacking:
     """The local copy of a table in faust's RocksDB store (one database per partition under the
@@ -133,6 +151,19 @@ class RocksBacking:
     def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]:
         for partition in sorted(partitions):
             yield from self.store._visible_items(self.store._db_for_partition(partition))
+
+    def scan(
+        self, partition: int, after: bytes | None, limit: int, partition_of: Any
+    ) -> list[Item]:
+        out: list[Item] = []
+        db = self.store._db_for_partition(partition)
+        for key, value in db.items(from_key=after):
+            if key == after or key == self.store.offset_key:
+                continue
+            out.append((key, value))
+            if len(out) >= limit:
+                break
+        return out
 
 
 class TableStore:
@@ -200,6 +231,11 @@ class TableStore:
         for key, maybe in list(overlay.items()):
             if maybe is not None and self._partition(key) in wanted:
                 yield key, maybe
+
+    def scan(self, partition: int, after: bytes | None, limit: int) -> list[Item]:
+        """Up to ``limit`` delivered entries of ``partition`` after key ``after`` (key order),
+        for a sweep over the whole table in chunks; undelivered ones are recent, not scanned."""
+        return self.backing.scan(partition, after, limit, self._partition)
 
     async def write_back_lazy(self, max_age_s: float = 0.0, limit: int | None = None) -> None:
         cutoff = time.monotonic() - max_age_s

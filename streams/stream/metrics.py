@@ -43,6 +43,7 @@ class StatsLike(Protocol):
     replays: int
     forwarded: int
     folded: int
+    compacted: int
     batches: int
     jobs: int
     job_events: int
@@ -67,6 +68,11 @@ _TOTALS = (
     ("replays", "interest_stream_replays", "Records skipped as replays of applied offsets"),
     ("forwarded", "interest_stream_forwarded", "Events re-keyed to their user's partition"),
     ("folded", "interest_stream_folded", "Pending events folded early to bound user state"),
+    (
+        "compacted",
+        "interest_stream_states_compacted",
+        "Idle users' states shrunk to numbering and offsets",
+    ),
     ("batches", "interest_stream_batches", "Batches processed"),
     ("jobs", "interest_stream_jobs", "Update jobs emitted to the embed workers"),
     ("job_events", "interest_stream_job_events", "Events carried by emitted update jobs"),

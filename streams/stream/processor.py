@@ -115,6 +115,9 @@ class StreamProcessor(TableOwner):
         #: Decoded states of the users with pending events (the ones the timer will flush), so
         #: neither the next batch nor the timer decodes them again. Always equal to the table.
         self._hot: dict[bytes, UserState] = {}
+        #: Where the idle sweep (:meth:`compact_idle`) goes on: a partition, the last key seen.
+        self._sweep_partition = -1
+        self._sweep_after: bytes | None = None
         #: This batch's item counts (None: popularity off); see streams.stream.popularity.
         self._items = (
             Contributions(popularity_half_life_s)
@@ -314,6 +317,38 @@ class StreamProcessor(TableOwner):
             if due:
                 await self._emit(due, now, timer_since=previous)
             return len(due)
+
+    # -- idle users -----------------------------------------------------------------------------
+
+    async def compact_idle(self, idle_ms: int, limit: int) -> int:
+        """Scan the next ``limit`` stored states of the owned partitions (a sweep in chunks, one
+        partition after another) and compact those whose last flush is ``idle_ms`` old
+        (:meth:`UserState.compact`); return how many. The compacted state goes out lazily: if
+        the write is lost, the user is simply compacted again at the next sweep."""
+        async with self.lock:
+            owned = sorted(self.active)
+            if not owned:
+                return 0
+            if self._sweep_partition not in owned:
+                self._sweep_partition, self._sweep_after = owned[0], None
+            partition = self._sweep_partition
+            chunk = self.store.scan(partition, self._sweep_after, limit)
+            if len(chunk) < limit:  # this partition done: the next one from its start
+                self._sweep_partition = owned[(owned.index(partition) + 1) % len(owned)]
+                self._sweep_after = None
+            else:
+                self._sweep_after = chunk[-1][0]
+            cutoff = self._now_ms() - idle_ms
+            compacted = 0
+            for key, raw in chunk:
+                if key in self._hot or has_pending(raw):
+                    continue
+                state = UserState.from_bytes(raw)
+                if state.last_flush_ms <= cutoff and state.compact():
+                    self._save(key, state, lazy=True)
+                    compacted += 1
+            self.stats.compacted += compacted
+            return compacted
 
     # -- rebalancing ----------------------------------------------------------------------------
 

@@ -95,6 +95,19 @@ class StreamSettings(InterestSettings):
         default=None, description="faust data dir; default <data_dir>/stream"
     )
     stats_interval_s: float = Field(default=60.0, gt=0, description="log the counters this often")
+    state_idle_after_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="a user flushed this long ago keeps only its numbering and offsets (the "
+        "dedupe ring and activity go): also how long duplicates are recognised; at least the "
+        "largest activity window",
+    )
+    state_sweep_interval_s: float = Field(
+        default=60.0, gt=0, description="how often the idle-user sweep takes its next chunk"
+    )
+    state_sweep_chunk: int = Field(
+        default=10_000, ge=1, description="stored states the idle-user sweep reads per step"
+    )
     # Where the state tables live on this worker (streams.stream.faust_tables).
     table_store: Literal["rocksdb", "memory"] = Field(
         default="rocksdb",
@@ -154,6 +167,11 @@ class StreamSettings(InterestSettings):
         for w in self.activity_windows_s:
             if (w * 1000) % self.activity_hops:
                 raise ValueError(f"activity window {w}s is not divisible into {self.activity_hops}")
+        if self.state_idle_after_s < max(self.activity_windows_s):
+            raise ValueError(
+                f"state_idle_after_s {self.state_idle_after_s} must be at least the largest "
+                f"activity window ({max(self.activity_windows_s)} s)"
+            )
         return self
 
     @property

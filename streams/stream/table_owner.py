@@ -57,6 +57,10 @@ class StateStore(LazyWrites, Protocol):
         """Hand the changelog records of all :meth:`set` writes to the producer (not awaited)."""
         ...
 
+    def scan(self, partition: int, after: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` entries of ``partition`` with keys after ``after``, in key order."""
+        ...
+
 
 class Barrier(Protocol):
     async def barrier(self) -> None:

@@ -83,6 +83,8 @@ class StreamStats:
     replays: int = 0
     forwarded: int = 0
     folded: int = 0
+    #: Idle users' states shrunk to numbering and offsets (StreamProcessor.compact_idle).
+    compacted: int = 0
     batches: int = 0
     jobs: int = 0
     job_events: int = 0

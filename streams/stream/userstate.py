@@ -327,6 +327,31 @@ class UserState:
                 self.min_ts_ms = 0
         return dropped
 
+    def compact(self) -> bool:
+        """Shrink an idle user's state to what correctness still needs -- the numbering
+        (``last_n``), the replay offsets and the last flush -- dropping the dedupe ring and the
+        activity windows; False (unchanged) while events are pending or nothing is left to drop.
+
+        The caller decides "idle" (``StreamSettings.state_idle_after_s``, at least the largest
+        activity window, so every window is empty by then): that is also how long after a user's
+        last flush duplicates are still recognised -- the dedupe horizon.
+
+        >>> from streams.contracts.events import Event
+        >>> s, limits = UserState(), StateLimits()
+        >>> _ = s.apply(Event("e1", "u1", "click", 0, 1.0, text="x"), seen_ms=0, source=0,
+        ...             offset=3, limits=limits)
+        >>> s.compact()  # e1 is pending
+        False
+        >>> _ = s.mark_flushed(1, now_ms=10)
+        >>> s.compact(), len(s.to_bytes()) < 60, s.last_n, s.offsets
+        (True, True, 1, [3, -1])
+        """
+        if self.pending or self.folded_events or not (self.recent or self.activity):
+            return False
+        self.recent = b""
+        self.activity = {}
+        return True
+
     # -- storage -----------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:

@@ -67,6 +67,10 @@ class FakeStore:
     def items(self, partitions: object = None) -> Iterator[tuple[bytes, bytes]]:
         yield from list(self.live.items())  # all: the processor keeps its own partitions
 
+    def scan(self, partition: int, after: bytes | None, limit: int) -> list[tuple[bytes, bytes]]:
+        keys = sorted(k for k in self.live if after is None or k > after)  # one partition
+        return [(k, self.live[k]) for k in keys[:limit]]
+
     async def write_back(self) -> None:
         self.log.append(("write_back", None))
 
@@ -205,6 +209,31 @@ def test_duplicates_and_replays_get_no_number() -> None:
     state = UserState.from_bytes(store.live[b"u1"])
     assert [(e.n, e.event_id) for e in state.pending] == [(1, "a"), (2, "b"), (3, "c")]
     assert (p.stats.events, p.stats.duplicates, p.stats.replays) == (3, 1, 2)
+
+
+def test_idle_users_keep_their_numbering_and_lose_the_rest_after_the_horizon() -> None:
+    store, clock = FakeStore(), Clock()
+    sink = FakeSink(store)
+    p = processor(store, sink, clock, policy=TriggerPolicy(flush_count=1, min_interval_ms=0))
+    day = 86_400_000
+    asyncio.run(p.process_batch([rec(0, value("a")), rec(1, value("b"))]))  # u1: flushed
+    clock.ms += day
+    asyncio.run(p.process_batch([rec(0, value("x", user="u2"), key=b"u2")]))  # u2: a day later
+    big = len(store.live[b"u1"])
+    # One user per sweep step: u1 (flushed a day ago) shrinks, u2 (just now) is left alone.
+    assert asyncio.run(p.compact_idle(day, limit=1)) == 1
+    assert asyncio.run(p.compact_idle(day, limit=1)) == 0
+    u1 = UserState.from_bytes(store.live[b"u1"])
+    assert (u1.last_n, u1.offsets[0], u1.recent, u1.activity) == (2, 1, b"", {})
+    assert len(store.live[b"u1"]) < big / 2 and UserState.from_bytes(store.live[b"u2"]).recent
+    assert p.stats.compacted == 1
+    # Numbering and replay offsets go on; a duplicate of "a" is past the dedupe horizon.
+    asyncio.run(p.process_batch([rec(1, value("b")), rec(2, value("a")), rec(3, value("c"))]))
+    assert [(e.n, e.event_id) for e in sink.jobs[-1].events] == [(3, "a"), (4, "c")]
+    assert p.stats.replays == 1
+    # Within the horizon duplicates are still recognised.
+    asyncio.run(p.process_batch([rec(1, value("x", user="u2"), key=b"u2")]))
+    assert p.stats.duplicates == 1
 
 
 def test_timer_flushes_idle_users_it_owns() -> None:
