@@ -14,12 +14,14 @@ import asyncio
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from streams.stream.types import Headers, Sink, partition_for
 
 Item = tuple[bytes, bytes]
+#: A delivered changelog record: key, value (None: a tombstone), partition, offset.
+Landed = tuple[bytes, bytes | None, int, int]
 
 
 class Backing(Protocol):
@@ -27,8 +29,9 @@ class Backing(Protocol):
 
     def get(self, key: bytes, partition: int) -> bytes | None: ...
 
-    def put(self, key: bytes, value: bytes | None, partition: int, offset: int) -> None:
-        """Store a value (None: delete) whose changelog record is at ``offset``."""
+    def put_many(self, landed: Sequence[Landed]) -> None:
+        """Store delivered values (None: delete), in delivery order, each with the offset of its
+        changelog record."""
         ...
 
     def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]: ...
@@ -95,11 +98,12 @@ class MemoryBacking:
         value: bytes | None = self.store.get(key)
         return value
 
-    def put(self, key: bytes, value: bytes | None, partition: int, offset: int) -> None:
-        if value is None:
-            self.store.pop(key, None)
-        else:
-            self.store[key] = value
+    def put_many(self, landed: Sequence[Landed]) -> None:
+        for key, value, _partition, _offset in landed:
+            if value is None:
+                self.store.pop(key, None)
+            else:
+                self.store[key] = value
 
     def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]:
         for key, value in list(self.store.items()):
@@ -135,18 +139,24 @@ class RocksBacking:
         value: bytes | None = self.store._db_for_partition(partition).get(key)
         return value
 
-    def put(self, key: bytes, value: bytes | None, partition: int, offset: int) -> None:
+    def put_many(self, landed: Sequence[Landed]) -> None:
         from rocksdict import WriteBatch
 
-        batch = WriteBatch(raw_mode=True)
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
-        # The value and the offset it was written at, atomically: after a kill -9 the database
-        # holds a prefix of the changelog and says which.
-        batch.put(self.store.offset_key, str(offset).encode())
-        self.store._db_for_partition(partition).write(batch)
+        batches: dict[int, tuple[Any, list[int]]] = {}
+        for key, value, partition, offset in landed:
+            if partition not in batches:
+                batches[partition] = (WriteBatch(raw_mode=True), [offset])
+            batch, newest = batches[partition]
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+            newest[0] = max(newest[0], offset)
+        for partition, (batch, newest) in batches.items():
+            # The values and the offset they reach, atomically: after a kill -9 the database
+            # holds a prefix of the changelog and says which.
+            batch.put(self.store.offset_key, str(newest[0]).encode())
+            self.store._db_for_partition(partition).write(batch)
 
     def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]:
         for partition in sorted(partitions):
@@ -191,6 +201,8 @@ class TableStore:
         self.backing = backing
         self.topic: str = table.changelog_topic.get_topic_name()
         self._overlay: dict[bytes, bytes | None] = {}  # not yet delivered; None: a tombstone
+        #: Delivered, not yet in the local store: written in one batch per event-loop turn.
+        self._landed: list[Landed] = []
         self._unsent: dict[bytes, bytes | None] = {}
         self._lazy: dict[bytes, tuple[bytes, float]] = {}  # oldest first
 
@@ -261,12 +273,25 @@ class TableStore:
     def _delivered(
         self, key: bytes, value: bytes | None, partition: int, delivery: asyncio.Future[Any]
     ) -> None:
-        """A changelog record is delivered: into the local store, with its offset."""
+        """A changelog record is delivered: to the local store with the next batch of them (a
+        producer response resolves many records in one turn of the event loop)."""
         if delivery.cancelled() or delivery.exception() is not None:
             return  # stays in the overlay; the failed send stops the worker
-        self.backing.put(key, value, partition, delivery.result().offset)
-        if key in self._overlay and self._overlay[key] is value and key not in self._lazy:
-            del self._overlay[key]  # not overwritten meanwhile
+        if not self._landed:
+            asyncio.get_running_loop().call_soon(self.settle)
+        self._landed.append((key, value, partition, delivery.result().offset))
+
+    def settle(self) -> None:
+        """Move the delivered records into the local store now (also the timer's and a
+        revocation's step, so nothing delivered waits in memory)."""
+        landed, self._landed = self._landed, []
+        if not landed:
+            return
+        self.backing.put_many(landed)
+        overlay, lazy = self._overlay, self._lazy
+        for key, value, _partition, _offset in landed:
+            if key in overlay and overlay[key] is value and key not in lazy:
+                del overlay[key]  # not overwritten meanwhile
 
 
 class ProducerSink:

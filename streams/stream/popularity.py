@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 import logging
 import math
 import struct
@@ -57,6 +56,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
+
+import orjson
 
 from streams.contracts.popularity import InvalidRecord, PopularityUpdate
 from streams.stream.table_owner import StateStore, TableOwner
@@ -206,12 +207,12 @@ class Contributions:
 
 def encode_contributions(entries: Sequence[Sequence[Any]]) -> bytes:
     """``{"v": 1, "items": [[item_id, mass, ref_ms], ...]}`` as compact JSON."""
-    return json.dumps({"v": 1, "items": entries}, separators=(",", ":")).encode()
+    return orjson.dumps({"v": 1, "items": entries})
 
 
 def decode_contributions(raw: bytes | None) -> list[tuple[str, float, int]]:
     try:
-        body = json.loads(raw or b"")
+        body = orjson.loads(raw or b"")
         if body["v"] != 1:
             raise InvalidRecord(f"contribution version {body['v']!r}")
         out = [(str(i), float(m), int(t)) for i, m, t in body["items"]]

@@ -28,6 +28,10 @@ class LazyWrites(Protocol):
         all eager ones to the producer."""
         ...
 
+    def settle(self) -> None:
+        """Move what the changelog has delivered into the local store now."""
+        ...
+
 
 class StateStore(LazyWrites, Protocol):
     """A state table, as streams.stream.faust_tables.TableStore offers it: the per-user state
@@ -95,6 +99,7 @@ class TableOwner:
             self._forget_owned()
             await self.store.write_back_lazy()
             await self.sink.barrier()
+            self.store.settle()  # the local store has it all before faust takes the partitions
 
     def _forget_owned(self) -> None:
         """Drop what is cached about the owned keys (the partitions are going away)."""

@@ -64,6 +64,9 @@ class FakeStore:
         for key in list(self.lazy)[:limit]:
             self.unflushed.append((key, self.lazy.pop(key)))
 
+    def settle(self) -> None:
+        pass  # writes are durable at a barrier here (flush)
+
     def items(self, partitions: object = None) -> Iterator[tuple[bytes, bytes]]:
         yield from list(self.live.items())  # all: the processor keeps its own partitions
 

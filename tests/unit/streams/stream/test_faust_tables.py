@@ -41,6 +41,12 @@ class HeldSink:
         pass
 
 
+async def settle() -> None:
+    """Let the delivery callbacks run and their batch reach the local store."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 def worker_at(path: Path, sink: HeldSink) -> StreamWorker:
     settings = StreamSettings(app_id="test-tables", data_dir=path)
     kafka = KafkaSettings(bootstrap="127.0.0.1:1")
@@ -79,7 +85,7 @@ def write_some_deliver_some(tmp_path: Path) -> None:
         assert (store.get(b"u1"), local(b"u1"), offset(b"u1")) == (b"v1", None, None)
         sink.sent[b"u1", b"v1"].set_result(SimpleNamespace(offset=7))
         sink.sent[b"u2", b"w1"].set_exception(RuntimeError("broker gone"))
-        await asyncio.sleep(0)
+        await settle()
         assert (local(b"u1"), offset(b"u1")) == (b"v1", 7)
         assert (store.get(b"u2"), local(b"u2")) == (b"w1", None)  # failed: never local
         # A newer value set before the older one's delivery stays the one served.
@@ -87,7 +93,7 @@ def write_some_deliver_some(tmp_path: Path) -> None:
         await store.write_back()
         store.set_lazy(b"u1", b"v3")
         sink.sent[b"u1", b"v2"].set_result(SimpleNamespace(offset=9))
-        await asyncio.sleep(0)
+        await settle()
         assert (store.get(b"u1"), local(b"u1"), offset(b"u1")) == (b"v3", b"v2", 9)
         assert dict(store.items()) == {b"u1": b"v3", b"u2": b"w1"}
 
@@ -108,7 +114,7 @@ def test_scan_walks_a_partition_in_key_order_past_the_offset_record(tmp_path: Pa
         await store.write_back()
         for i, fut in enumerate(sink.sent.values()):
             fut.set_result(SimpleNamespace(offset=i))
-        await asyncio.sleep(0)
+        await settle()
 
     asyncio.run(run())
     seen: list[bytes] = []

@@ -211,6 +211,9 @@ class FakeTable:
         self.unsent[key] = None
         self.lazy.pop(key, None)
 
+    def settle(self) -> None:
+        pass  # writes are durable at a barrier here (flush)
+
     def items(self, partitions: object = None) -> Iterator[tuple[bytes, bytes]]:
         yield from list(self.live.items())  # all: the processor keeps its own partitions
 
