@@ -142,20 +142,21 @@ class RocksBacking:
     def put_many(self, landed: Sequence[Landed]) -> None:
         from rocksdict import WriteBatch
 
-        batches: dict[int, tuple[Any, list[int]]] = {}
+        batches: dict[int, Any] = {}
+        newest: dict[int, int] = {}
         for key, value, partition, offset in landed:
-            if partition not in batches:
-                batches[partition] = (WriteBatch(raw_mode=True), [offset])
-            batch, newest = batches[partition]
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = WriteBatch(raw_mode=True)
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-            newest[0] = max(newest[0], offset)
-        for partition, (batch, newest) in batches.items():
+            newest[partition] = max(offset, newest.get(partition, offset))
+        for partition, batch in batches.items():
             # The values and the offset they reach, atomically: after a kill -9 the database
             # holds a prefix of the changelog and says which.
-            batch.put(self.store.offset_key, str(newest[0]).encode())
+            batch.put(self.store.offset_key, str(newest[partition]).encode())
             self.store._db_for_partition(partition).write(batch)
 
     def items(self, partitions: Collection[int], partition_of: Any) -> Iterator[Item]:
@@ -282,8 +283,8 @@ class TableStore:
         self._landed.append((key, value, partition, delivery.result().offset))
 
     def settle(self) -> None:
-        """Move the delivered records into the local store now (also the timer's and a
-        revocation's step, so nothing delivered waits in memory)."""
+        """Move the delivered records into the local store now (scheduled by the first delivery
+        of an event-loop turn; a revocation calls it too, before faust takes the partitions)."""
         landed, self._landed = self._landed, []
         if not landed:
             return

@@ -340,8 +340,11 @@ class StreamProcessor(TableOwner):
                 self._sweep_after = chunk[-1][0]
             cutoff = self._now_ms() - idle_ms
             compacted = 0
-            for key, raw in chunk:
-                if key in self._hot or has_pending(raw):
+            for key, _stored in chunk:
+                # The current value: the scan sees the local store, which can be behind what
+                # this worker wrote (written behind the changelog, streams.stream.faust_tables).
+                raw = self.store.get(key)
+                if raw is None or key in self._hot or has_pending(raw):
                     continue
                 state = UserState.from_bytes(raw)
                 if state.last_flush_ms <= cutoff and state.compact():

@@ -10,10 +10,12 @@ from typing import Any
 
 from faust.types import TP
 
+from streams.contracts.events import Event
 from streams.settings import KafkaSettings
 from streams.stream.app import StreamWorker
 from streams.stream.settings import StreamSettings
 from streams.stream.types import partition_for
+from streams.stream.userstate import UserState
 
 PARTITIONS = 2
 
@@ -123,3 +125,35 @@ def test_scan_walks_a_partition_in_key_order_past_the_offset_record(tmp_path: Pa
         seen += [k for k, _ in chunk]
         after = chunk[-1][0]
     assert seen == mine
+
+
+def test_idle_sweep_judges_the_newest_value_not_the_local_store(tmp_path: Path) -> None:
+    """The sweep scans the local store, which trails the changelog writes in flight: a user
+    idle there but active in memory must not be compacted back to its old state."""
+    sink = HeldSink()
+    worker = worker_at(tmp_path, sink)
+    processor, store = worker.processor, worker.processor.store
+    processor.on_assigned(range(PARTITIONS))
+    day = 86_400_000
+    limits = worker.settings.state_limits()
+
+    def flushed(last_n: int, at_ms: int) -> bytes:
+        state = UserState()
+        for n in range(1, last_n + 1):
+            event = Event(f"e{n}", "u1", "click", at_ms, 1.0, text="t")
+            state.apply(event, seen_ms=at_ms, source=0, offset=n, limits=limits)
+        state.mark_flushed(last_n, now_ms=at_ms)
+        return state.to_bytes()
+
+    async def run() -> None:
+        store.set(b"u1", flushed(2, at_ms=0))  # old, delivered: in RocksDB
+        await store.write_back()
+        sink.sent[b"u1", store.get(b"u1")].set_result(SimpleNamespace(offset=1))
+        await settle()
+        newer = flushed(5, at_ms=2 * day)  # written since, still in flight
+        store.set_lazy(b"u1", newer)
+        processor.clock = lambda: (2 * day + 1000) / 1000
+        assert await processor.compact_idle(day, limit=10) == 0
+        assert store.get(b"u1") == newer
+
+    asyncio.run(run())
