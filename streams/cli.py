@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -40,6 +41,7 @@ LAZY_USER_ERRORS = (
     ("streams.contracts.events", "InvalidEvent"),
     ("streams.embed.api", "ApiUnavailable"),
     ("streams.topics", "PartitionMismatch"),
+    ("streams.service", "RunRefused"),
 )
 
 
@@ -90,11 +92,27 @@ class CliGroup(click.Group):
     envvar="INTEREST_LOG_LEVEL",
     help="Log verbosity (workers log to stderr).",
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--no-env-check",
+    is_flag=True,
+    hidden=True,
+    help="Skip the check for unknown INTEREST_* variables (run's workers: run checked them).",
+)
+def main(log_level: str, no_env_check: bool) -> None:
     """Real-time, multi-dimensional user-interest vectors from Kafka events into Qdrant."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not no_env_check:
+        warn_unknown_variables()
+
+
+def warn_unknown_variables() -> None:
+    """A misspelt INTEREST_* variable is a warning on stderr, not silence (streams.env_check)."""
+    from streams.env_check import warnings_for
+
+    for line in warnings_for(os.environ):
+        click.echo(line, err=True)
 
 
 def quiet_client_logs() -> None:
@@ -122,6 +140,13 @@ def broker_start(as_json: bool) -> None:
     status = _local_broker().start()
     data = {"running": status.running, "bootstrap": status.bootstrap, "pid": status.pid}
     emit(data, as_json, f"broker {status.describe()}")
+    clients = KafkaSettings().bootstrap
+    if status.bootstrap not in clients.split(","):
+        click.echo(
+            f"note: INTEREST_KAFKA_BOOTSTRAP={clients} points the clients at another cluster, not "
+            "this broker (unset it to use this one)",
+            err=True,
+        )
 
 
 @broker.command("stop")
@@ -157,7 +182,8 @@ def publish(source: Path, as_json: bool) -> None:
     """Publish JSON-lines events from SOURCE (a file, or - for stdin).
 
     Valid events go to the events topic keyed by user_id; invalid lines go to the dead-letter
-    topic with the reason. Exits 1 if the brokers cannot be reached.
+    topic with the reason, and each is listed on stderr as FILE:LINE: REASON: DETAIL (in the
+    report's "rejected" with --json). Exits 1 if the brokers cannot be reached.
     """
     from streams.publish import publish_file
 
@@ -177,6 +203,9 @@ def publish(source: Path, as_json: bool) -> None:
     finally:
         if lines is not sys.stdin.buffer:
             lines.close()
+    if not as_json:
+        for line in report.rejected_lines():
+            click.echo(line, err=True)
     emit(report.to_dict(), as_json, report.summary())
 
 
@@ -187,11 +216,27 @@ def publish(source: Path, as_json: bool) -> None:
 def run() -> None:
     """Run the whole pipeline: a stream worker and an embed worker, supervised.
 
-    Ctrl-C or SIGTERM stops both gracefully (each finishes its batch and commits).
+    Prints where everything is, then "workers up" with the API address once both consume.
+    Ctrl-C or SIGTERM stops both gracefully (each finishes its batch, commits and leaves its
+    consumer group); a second Ctrl-C exits at once. A second `run` on the same embedded store,
+    or with the API port taken, is refused before it starts anything.
     """
+    from streams.service import Readiness, RunPlan, banner, preflight
     from streams.supervisor import supervise, worker_command
 
-    sys.exit(supervise({"stream": worker_command("stream"), "embed": worker_command("embed")}))
+    plan = RunPlan.from_settings()
+    lock, warnings = preflight(plan)
+    try:
+        for line in banner(plan):
+            click.echo(line)
+        for line in warnings:
+            click.echo(line, err=True)
+        commands = {"stream": worker_command("stream"), "embed": worker_command("embed")}
+        code = supervise(commands, tick=Readiness(plan, click.echo), say=click.echo)
+    finally:
+        if lock is not None:
+            lock.release()
+    sys.exit(code)
 
 
 @main.command()
@@ -509,13 +554,15 @@ def format_collection(name: str, info: dict[str, Any] | None) -> str:
     return line
 
 
-def _register_lag() -> None:
+def _register_commands() -> None:
+    from streams.dlq_cli import dlq
     from streams.lag_cli import lag
 
     main.add_command(lag)
+    main.add_command(dlq)
 
 
-_register_lag()
+_register_commands()
 
 if __name__ == "__main__":
     main()

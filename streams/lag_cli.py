@@ -7,16 +7,26 @@ group. One difference by design: a committed offset beyond the log end prints a 
 Kafka's tool and 0 here. The status rules are in :mod:`streams.lag_rules`; ``--watch`` keeps a
 window of samples so that stalled and lagging can be told from a backlog being worked off.
 
+Only the topics a user works with are listed: the rows of the stream workers' internal topics
+(faust's changelogs and leader topic, the repartition topics: partitions assigned to a member
+that never commit, printed ``-``) are left out, with a count, unless ``--all``; the status and
+totals still judge every partition (``--json`` counts the rows left out in
+``hidden_partitions``). Under ``--watch`` a terminal's table is redrawn in place (as
+``watch`` does); into a pipe or file each sample is appended after a ``---`` time line.
+
 Registered on the main command by ``streams.cli``; also runs alone: ``python -m streams.lag_cli``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -40,6 +50,37 @@ def default_groups() -> list[str]:
     else:
         groups.append(StreamSettings().app_id)
     return list(dict.fromkeys(groups))
+
+
+def internal_topic_rule() -> Callable[[str], bool]:
+    """Whether a topic is internal to the stream workers (faust's changelogs and leader topic,
+    the repartition topics) or to Kafka (``__consumer_offsets``)."""
+    names: set[str] = set()
+    try:
+        from streams.stream.settings import StreamSettings
+    except ImportError:
+        pass
+    else:
+        stream = StreamSettings()
+        names = {stream.repartition_topic, stream.item_topic()}
+
+    def internal(topic: str) -> bool:
+        return (
+            topic in names
+            or topic.endswith(("-changelog", "-repartition"))
+            or "__assignor-__leader" in topic
+            or topic.startswith("__")
+        )
+
+    return internal
+
+
+def visible(sample: GroupSample, internal: Callable[[str], bool] | None) -> GroupSample:
+    """``sample`` without the rows of internal topics (all of them without a rule)."""
+    if internal is None:
+        return sample
+    kept = tuple(p for p in sample.partitions if not internal(p.topic))
+    return dataclasses.replace(sample, partitions=kept)
 
 
 def format_group(sample: GroupSample, verdict: Verdict) -> str:
@@ -80,38 +121,84 @@ async def watch_lag(
     window: int,
     count: int | None,
     as_json: bool = False,
+    show_all: bool = False,
 ) -> None:
     """Read and print samples: one without ``interval_s``, else ``count`` (or forever)."""
     history = SampleWindow(window)
+    printer = SamplePrinter(
+        as_json=as_json,
+        watching=interval_s is not None,
+        internal=None if show_all else internal_topic_rule(),
+        redraw=interval_s is not None and not as_json and sys.stdout.isatty(),
+    )
     taken = 0
     async with LagReader(kafka) as reader:
         while True:
             samples = await reader.read(groups)
             verdicts = [history.add(s) for s in samples]
             taken += 1
-            _print(samples, verdicts, as_json=as_json, watching=interval_s is not None)
+            printer.print(samples, verdicts)
             if interval_s is None or (count is not None and taken >= count):
                 return
             await asyncio.sleep(interval_s)
 
 
-def _print(
-    samples: list[GroupSample], verdicts: list[Verdict], *, as_json: bool, watching: bool
-) -> None:
-    groups = [sample_to_dict(s, v) for s, v in zip(samples, verdicts, strict=True)]
-    if as_json:
+#: Terminal control: clear the screen, cursor home, clear to the end of the line / the screen.
+CLEAR, HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[2J", "\x1b[H", "\x1b[K", "\x1b[J"
+
+
+@dataclasses.dataclass
+class SamplePrinter:
+    """Prints samples as text or JSON; redraws in place on a terminal under ``--watch``."""
+
+    as_json: bool
+    watching: bool
+    internal: Callable[[str], bool] | None
+    redraw: bool = False
+    drawn: int = 0
+
+    def print(self, samples: list[GroupSample], verdicts: list[Verdict]) -> None:
+        if self.as_json:
+            self._json(samples, verdicts)
+            return
+        when = dt.datetime.fromtimestamp(samples[0].taken_at if samples else 0)
+        body = "\n\n".join(self._group(s, v) for s, v in zip(samples, verdicts, strict=True))
+        if self.redraw:
+            head = f"{when.isoformat(' ', 'seconds')}  (redrawn every sample; Ctrl-C stops)"
+            lines = [head, "", *body.splitlines()]
+            screen = (CLEAR if not self.drawn else "") + HOME
+            click.echo(screen + "".join(f"{line}{CLEAR_LINE}\n" for line in lines) + CLEAR_BELOW)
+        elif self.watching:
+            click.echo(f"--- {when.isoformat('T', 'seconds')}\n{body}\n")
+        else:
+            click.echo(body)
+        self.drawn += 1
+
+    def _group(self, sample: GroupSample, verdict: Verdict) -> str:
+        shown = visible(sample, self.internal)
+        text = format_group(shown, verdict)
+        hidden = len(sample.partitions) - len(shown.partitions)
+        if hidden:
+            text += f"\n({hidden} rows of internal topics not shown; --all shows them)"
+        return text
+
+    def _json(self, samples: list[GroupSample], verdicts: list[Verdict]) -> None:
+        groups = []
+        for sample, verdict in zip(samples, verdicts, strict=True):
+            doc: dict[str, Any] = sample_to_dict(sample, verdict)
+            shown = visible(sample, self.internal)
+            kept = {(p.topic, p.partition) for p in shown.partitions}
+            doc["partitions"] = [
+                p for p in doc["partitions"] if (p["topic"], p["partition"]) in kept
+            ]
+            doc["hidden_partitions"] = len(sample.partitions) - len(kept)
+            groups.append(doc)
         # One document per sample; under --watch one compact line each (JSON lines).
-        doc = {"groups": groups}
-        click.echo(json.dumps(doc, sort_keys=True) if watching else json.dumps(doc, indent=2))
-        return
-    if watching:
-        when = dt.datetime.fromtimestamp(samples[0].taken_at if samples else 0).isoformat(
-            "T", "seconds"
+        doc_all = {"groups": groups}
+        text = (
+            json.dumps(doc_all, sort_keys=True) if self.watching else json.dumps(doc_all, indent=2)
         )
-        click.echo(f"--- {when}")
-    click.echo("\n\n".join(format_group(s, v) for s, v in zip(samples, verdicts, strict=True)))
-    if watching:
-        click.echo("")
+        click.echo(text)
 
 
 @click.command("lag")
@@ -148,8 +235,19 @@ def _print(
     default=None,
     help="Stop after this many samples (with --watch).",
 )
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also list the internal topics (faust's changelogs and leader topic, repartition).",
+)
 def lag(
-    groups: tuple[str, ...], as_json: bool, watch: float | None, window: int, count: int | None
+    groups: tuple[str, ...],
+    as_json: bool,
+    watch: float | None,
+    window: int,
+    count: int | None,
+    show_all: bool,
 ) -> None:
     """Consumer lag per partition, as Kafka's consumer-groups tool shows it, plus status.
 
@@ -158,6 +256,8 @@ def lag(
     stalled, stopped or unknown. One sample can say OK (caught up), stopped (a backlog and no
     members) or lagging (a backlog with members); whether the backlog shrinks or the consumers are
     stuck (stalled) takes --watch, sampled wider apart than the group's commit interval.
+    Internal topics are judged but not listed unless --all; in a terminal --watch redraws the
+    table in place.
     """
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # retry chatter; errors say it
@@ -166,7 +266,7 @@ def lag(
         asyncio.run(
             watch_lag(
                 KafkaSettings(), wanted, interval_s=watch, window=window, count=count,
-                as_json=as_json,
+                as_json=as_json, show_all=show_all,
             )
         )  # fmt: skip
     except KeyboardInterrupt:

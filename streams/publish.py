@@ -4,7 +4,10 @@ Every record is validated with the same rules the stream workers apply
 (:mod:`streams.contracts.events`):
 valid events go to ``interest.events`` keyed by ``user_id`` (so one user's events stay in order on
 one partition); anything else goes to the dead-letter topic with the original bytes and a reason,
-so nothing is lost.
+so nothing is lost. The report of a run lists each rejected line (number, reason, detail), and
+every process that publishes counts what it sent and rejected in Prometheus counters
+(``interest_publish_events_total``, ``interest_publish_dead_letters_total{reason}``) in its default
+registry, for an application that serves ``/metrics``.
 
 >>> import asyncio
 >>> async def main():                                          # doctest: +SKIP
@@ -25,21 +28,57 @@ from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from prometheus_client import Counter as PromCounter
 
 from streams.contracts.dlq import DeadLetter
 from streams.contracts.events import Event, EventRules, InvalidEvent, parse_event, validate_event
 from streams.settings import IntakeSettings, KafkaSettings, TopicSettings
 from streams.topics import ensure_topics, unreachable
 
+SENT = PromCounter("interest_publish_events", "Events an EventPublisher sent to the events topic")
+DEAD_LETTERED = PromCounter(
+    "interest_publish_dead_letters",
+    "Records an EventPublisher rejected and sent to the dead-letter topic, by reason",
+    ["reason"],
+)
+#: Rejected lines a report lists one by one; beyond that it only counts them.
+MAX_LISTED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One record that went to the dead-letter topic instead of the events topic."""
+
+    source: str  # ``file:line``, or what the caller named it
+    line: int | None
+    reason: str
+    detail: str
+
+    def describe(self) -> str:
+        """``events.jsonl:3: not_json: ...`` (the compiler's form: editors jump to the line)."""
+        return f"{self.source}: {self.reason}: {self.detail}"
+
 
 @dataclass
 class PublishReport:
-    """What a publish run did: counts a user can check against the input."""
+    """What a publish run did: counts a user can check against the input, and which lines went
+    to the dead-letter topic and why (the first :data:`MAX_LISTED`)."""
 
     sent: int = 0
     dead_lettered: int = 0
     blank_lines: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def reject(self, rejected: Rejected) -> None:
+        self.dead_lettered += 1
+        self.reasons[rejected.reason] += 1
+        if len(self.rejected) < MAX_LISTED:
+            self.rejected.append(rejected)
+
+    @property
+    def not_listed(self) -> int:
+        return self.dead_lettered - len(self.rejected)
 
     def summary(self) -> str:
         text = f"sent {self.sent} events, {self.dead_lettered} to the dead-letter topic"
@@ -47,12 +86,26 @@ class PublishReport:
             text += " (" + ", ".join(f"{r}: {n}" for r, n in sorted(self.reasons.items())) + ")"
         return text
 
+    def rejected_lines(self) -> list[str]:
+        """One line per rejected record, then how many more were not listed and where to look."""
+        lines = [r.describe() for r in self.rejected]
+        if self.not_listed:
+            lines.append(f"... and {self.not_listed} more")
+        if lines:
+            lines.append("(`interest-stream dlq` shows the dead letters with the original records)")
+        return lines
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "sent": self.sent,
             "dead_lettered": self.dead_lettered,
             "blank_lines": self.blank_lines,
             "reasons": dict(self.reasons),
+            "rejected": [
+                {"source": r.source, "line": r.line, "reason": r.reason, "detail": r.detail}
+                for r in self.rejected
+            ],
+            "rejected_not_listed": self.not_listed,
         }
 
 
@@ -116,7 +169,7 @@ class EventPublisher:
             event = validate_event(event, now_ms=now_ms, rules=self.rules)
         await self._send_event(event.user_id, event.to_json())
 
-    async def publish_raw(self, raw: bytes, source: str) -> bool:
+    async def publish_raw(self, raw: bytes, source: str, *, line: int | None = None) -> bool:
         """Send one raw record: valid → events topic, invalid → DLQ. True if it was valid."""
         now_ms = int(time.time() * 1000)
         try:
@@ -124,8 +177,8 @@ class EventPublisher:
         except InvalidEvent as exc:
             letter = DeadLetter(None, raw, exc.reason, exc.detail, source, "publish", now_ms)
             await self.producer.send(self.topics.dlq, raw, headers=letter.headers())
-            self.report.dead_lettered += 1
-            self.report.reasons[exc.reason] += 1
+            self.report.reject(Rejected(source, line, exc.reason, exc.detail))
+            DEAD_LETTERED.labels(exc.reason).inc()
             return False
         # The producer's own bytes go on unchanged: the stream workers validate them again.
         await self._send_event(event.user_id, raw)
@@ -138,7 +191,7 @@ class EventPublisher:
             if not line:
                 self.report.blank_lines += 1
                 continue
-            await self.publish_raw(line, f"{source_name}:{number}")
+            await self.publish_raw(line, f"{source_name}:{number}", line=number)
         await self.producer.flush()
         return self.report
 
@@ -148,6 +201,7 @@ class EventPublisher:
         except KafkaError as exc:
             raise unreachable(self.kafka, exc) from exc
         self.report.sent += 1
+        SENT.inc()
 
 
 def publish_file(

@@ -6,17 +6,27 @@ config file (see :mod:`models.config`)::
     INTEREST_KAFKA_BOOTSTRAP=kafka-1:9092,kafka-2:9092   # an existing cluster
     INTEREST_TOPICS_PARTITIONS=12                          # partitions of topics we create
     INTEREST_BROKER_PORT=9092                              # the local broker's port
+
+The local broker's address is one setting: ``INTEREST_BROKER_HOST``/``INTEREST_BROKER_PORT`` move
+the broker *and* every client, because ``KafkaSettings.bootstrap`` defaults to it. Setting
+``INTEREST_KAFKA_BOOTSTRAP`` points the clients at another cluster instead.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from models.config import CoreSettings, InterestSettings
-from streams.contracts.events import DEFAULT_TYPE_WEIGHTS, EventRules
+from streams.contracts.events import DEFAULT_EARLIEST_MS, DEFAULT_TYPE_WEIGHTS, EventRules
+
+
+def _local_broker_bootstrap() -> str:
+    """The clients' default: wherever the local broker listens (see BrokerSettings)."""
+    return BrokerSettings().bootstrap
 
 
 class KafkaSettings(InterestSettings):
@@ -25,7 +35,8 @@ class KafkaSettings(InterestSettings):
     config_section = "kafka"
     model_config = SettingsConfigDict(env_prefix="INTEREST_KAFKA_", extra="ignore")
 
-    bootstrap: str = "127.0.0.1:9092"
+    #: Default: the local broker's address (``INTEREST_BROKER_HOST``:``INTEREST_BROKER_PORT``).
+    bootstrap: str = Field(default_factory=_local_broker_bootstrap)
     client_id: str = "interest-stream"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -106,6 +117,13 @@ class IntakeSettings(InterestSettings):
     max_message_bytes: int = Field(default=32 * 1024, ge=256)
     max_text_chars: int = Field(default=2000, ge=16)
     max_future_s: float = Field(default=300.0, ge=0)
+    #: Events before this time are dead-lettered (``past_timestamp``; a number that makes sense
+    #: as epoch seconds: ``seconds_timestamp``). ISO-8601; a time without zone is UTC.
+    earliest_ts: datetime = Field(
+        default_factory=lambda: datetime.fromtimestamp(DEFAULT_EARLIEST_MS / 1000, UTC)
+    )
+    #: Events older than this many seconds are dead-lettered (``past_timestamp``); 0 = no limit.
+    max_age_s: float = Field(default=0.0, ge=0)
     max_abs_weight: float = Field(default=100.0, gt=0)
 
     def rules(self) -> EventRules:
@@ -116,8 +134,14 @@ class IntakeSettings(InterestSettings):
             max_message_bytes=self.max_message_bytes,
             max_text_chars=self.max_text_chars,
             max_future_ms=int(self.max_future_s * 1000),
+            earliest_ms=int(_as_utc(self.earliest_ts).timestamp() * 1000),
+            max_age_ms=int(self.max_age_s * 1000),
             max_abs_weight=self.max_abs_weight,
         )
+
+
+def _as_utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 class EmbedSettings(InterestSettings):

@@ -49,6 +49,11 @@ BAD_LENGTH: Final = "bad_length"
 UNKNOWN_TYPE: Final = "unknown_type"
 BAD_TIMESTAMP: Final = "bad_timestamp"
 FUTURE_TIMESTAMP: Final = "future_timestamp"
+#: A number that is a plausible time only when read as epoch *seconds* (a unit mistake that would
+#: otherwise put the event in January 1970).
+SECONDS_TIMESTAMP: Final = "seconds_timestamp"
+#: Before ``EventRules.earliest_ms`` or older than ``EventRules.max_age_ms``.
+PAST_TIMESTAMP: Final = "past_timestamp"
 BAD_WEIGHT: Final = "bad_weight"
 TOO_MANY_TAGS: Final = "too_many_tags"
 NO_CONTENT: Final = "no_content"
@@ -66,7 +71,14 @@ REASONS: Final = (
     BAD_WEIGHT,
     TOO_MANY_TAGS,
     NO_CONTENT,
+    SECONDS_TIMESTAMP,
+    PAST_TIMESTAMP,
 )
+
+#: 1990-01-01T00:00:00Z in epoch ms: the default earliest event time. Anything earlier is almost
+#: always a unit mistake (epoch seconds read as milliseconds land in January 1970) or a
+#: placeholder (0, "1970-01-01"); real histories (MovieLens starts in 1995) come later.
+DEFAULT_EARLIEST_MS: Final = 631_152_000_000
 
 
 class InvalidEvent(ValueError):
@@ -90,6 +102,11 @@ class EventRules:
     max_tags: int = 32
     max_tag_chars: int = 64
     max_future_ms: int = 5 * 60 * 1000
+    #: Earliest accepted event time (epoch ms); earlier ones are ``past_timestamp`` (or
+    #: ``seconds_timestamp`` when the number makes sense as epoch seconds).
+    earliest_ms: int = DEFAULT_EARLIEST_MS
+    #: Oldest accepted event age (ms before now); 0 = no limit (replays of old histories pass).
+    max_age_ms: int = 0
     max_abs_weight: float = 100.0
     max_event_id_chars: int = 128
     max_user_id_chars: int = 256
@@ -193,7 +210,7 @@ def validate_event(
     else:
         known = ", ".join(sorted(rules.type_weights))
         raise InvalidEvent(UNKNOWN_TYPE, f"type {type_!r} is not one of {known}")
-    ts_ms = _timestamp(obj, now_ms=now_ms, max_future_ms=rules.max_future_ms)
+    ts_ms = _timestamp(obj, now_ms=now_ms, rules=rules)
     weight = _weight(obj, default_weight, rules.max_abs_weight)
 
     item_id = _optional_str(obj, "item_id", rules.max_item_id_chars)
@@ -257,7 +274,7 @@ def _optional_str(obj: Mapping[str, Any], name: str, max_chars: int) -> str | No
     return value
 
 
-def _timestamp(obj: Mapping[str, Any], *, now_ms: int, max_future_ms: int) -> int:
+def _timestamp(obj: Mapping[str, Any], *, now_ms: int, rules: EventRules) -> int:
     value = obj.get("ts")
     if value is None:
         raise InvalidEvent(MISSING_FIELD, "ts is required")
@@ -267,24 +284,68 @@ def _timestamp(obj: Mapping[str, Any], *, now_ms: int, max_future_ms: int) -> in
         if not math.isfinite(value) or value < 0 or value >= 2**53:
             raise InvalidEvent(BAD_TIMESTAMP, f"ts {value!r} is not a valid epoch-ms time")
         ts_ms = int(value)
+        if ts_ms < rules.earliest_ms and _plausible(ts_ms * 1000, now_ms, rules):
+            raise InvalidEvent(
+                SECONDS_TIMESTAMP,
+                f"ts {value!r} looks like epoch seconds ({_iso(ts_ms * 1000)}); send epoch "
+                f"milliseconds ({ts_ms * 1000}) or ISO-8601",
+            )
     elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise InvalidEvent(BAD_TIMESTAMP, f"ts {value!r} is not ISO-8601") from None
-        if parsed.tzinfo is None:  # naive times are taken as UTC, the only safe reading
-            parsed = parsed.replace(tzinfo=UTC)
-        ts_ms = int(parsed.timestamp() * 1000)
-        if ts_ms < 0:
-            raise InvalidEvent(BAD_TIMESTAMP, f"ts {value!r} is before 1970")
+        ts_ms = _iso_timestamp(value)
     else:
         raise InvalidEvent(
             WRONG_TYPE, f"ts must be epoch milliseconds or ISO-8601, got {_json_type(value)}"
         )
-    if ts_ms > now_ms + max_future_ms:
-        ahead = (ts_ms - now_ms) / 1000
-        raise InvalidEvent(FUTURE_TIMESTAMP, f"ts is {ahead:.0f} s in the future")
+    _check_time_bounds(value, ts_ms, now_ms, rules)
     return ts_ms
+
+
+def _iso_timestamp(value: str) -> int:
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidEvent(BAD_TIMESTAMP, f"ts {value!r} is not ISO-8601") from None
+    if parsed.tzinfo is None:  # naive times are taken as UTC, the only safe reading
+        parsed = parsed.replace(tzinfo=UTC)
+    ts_ms = int(parsed.timestamp() * 1000)
+    if ts_ms < 0:
+        raise InvalidEvent(BAD_TIMESTAMP, f"ts {value!r} is before 1970")
+    return ts_ms
+
+
+def _check_time_bounds(value: object, ts_ms: int, now_ms: int, rules: EventRules) -> None:
+    """Too far ahead (``future_timestamp``), before the earliest accepted time or older than the
+    accepted age (``past_timestamp``); each detail names the time and the setting."""
+    if ts_ms > now_ms + rules.max_future_ms:
+        ahead = (ts_ms - now_ms) / 1000
+        hint = ""
+        if isinstance(value, int | float) and _plausible(ts_ms // 1000, now_ms, rules):
+            hint = f"; it looks like epoch microseconds ({_iso(ts_ms // 1000)}), send milliseconds"
+        raise InvalidEvent(FUTURE_TIMESTAMP, f"ts is {ahead:.0f} s in the future{hint}")
+    if ts_ms < rules.earliest_ms:
+        raise InvalidEvent(
+            PAST_TIMESTAMP,
+            f"ts {value!r} ({_iso(ts_ms)}) is before the earliest accepted time "
+            f"{_iso(rules.earliest_ms)} (INTEREST_INTAKE_EARLIEST_TS)",
+        )
+    if rules.max_age_ms and ts_ms < now_ms - rules.max_age_ms:
+        raise InvalidEvent(
+            PAST_TIMESTAMP,
+            f"ts {value!r} ({_iso(ts_ms)}) is {(now_ms - ts_ms) / 86_400_000:.1f} days old, "
+            f"over the limit of {rules.max_age_ms / 86_400_000:g} days (INTEREST_INTAKE_MAX_AGE_S)",
+        )
+
+
+def _plausible(ts_ms: int, now_ms: int, rules: EventRules) -> bool:
+    """Whether ``ts_ms`` passes the time bounds (used to recognise a unit mistake)."""
+    if ts_ms < rules.earliest_ms or ts_ms > now_ms + rules.max_future_ms:
+        return False
+    return not rules.max_age_ms or ts_ms >= now_ms - rules.max_age_ms
+
+
+def _iso(ts_ms: int) -> str:
+    """``2026-12-06T15:42:34Z`` for people (whole seconds, UTC)."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _weight(obj: Mapping[str, Any], default: float, max_abs: float) -> float:

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -137,7 +138,11 @@ class ApiServer:
 
     async def _profile(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
-        vectors = request.query.get("vectors", "") in {"1", "true", "yes"}
+        try:
+            _check_names(request.query, PROFILE_PARAMS)
+            vectors = flag_param(request.query, "vectors")
+        except ValueError as exc:
+            return _error(400, str(exc))
         stored = await self._in_store_thread(lambda: self.store.get_users([user_id]))
         return web.json_response(describe_user(user_id, stored.get(user_id), with_vectors=vectors))
 
@@ -164,25 +169,89 @@ class ApiServer:
         return web.json_response({"loaded": count})
 
 
+#: Query parameters each route takes; any other is a 400 naming these (a misspelt ``limt``
+#: would otherwise be ignored in silence).
+RECOMMEND_PARAMS = ("limit", "dimension", "filter", "diversity", "include_recent")
+PROFILE_PARAMS = ("vectors",)
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+MAX_LIMIT = 1000
+
+
 def recommend_options(query: Any) -> dict[str, Any]:
-    """Query-string parameters of the recommendations route as keyword arguments."""
+    """Query-string parameters of the recommendations route as keyword arguments.
+
+    ValueError with a sentence for people (the API answers it as a 400) for an unknown
+    parameter, a repeated one, or a value that is not what the parameter takes.
+    """
+    _check_names(query, RECOMMEND_PARAMS)
     options: dict[str, Any] = {}
-    if "limit" in query:
-        limit = int(query["limit"])
-        if not 1 <= limit <= 1000:
-            raise ValueError("limit must be within 1..1000")
-        options["limit"] = limit
-    dims = query.getall("dimension", []) if hasattr(query, "getall") else []
+    limit = _single(query, "limit")
+    if limit is not None:
+        options["limit"] = _whole_number("limit", limit, 1, MAX_LIMIT)
+    dims = _values(query, "dimension")
     if dims:
         options["dimensions"] = check_dimensions(dims)
-    filters = query.getall("filter", []) if hasattr(query, "getall") else []
+    filters = _values(query, "filter")
     if filters:
         options["filters"] = parse_filter_args(filters)
-    if "diversity" in query:
-        options["diversity"] = float(query["diversity"])
-    if query.get("include_recent", "") in {"1", "true", "yes"}:
+    diversity = _single(query, "diversity")
+    if diversity is not None:
+        options["diversity"] = _number("diversity", diversity, 0.0, 1.0)
+    if flag_param(query, "include_recent"):
         options["exclude_recent"] = False
     return options
+
+
+def flag_param(query: Any, name: str) -> bool:
+    """A yes/no parameter: 1/true/yes or 0/false/no (absent: no); ValueError otherwise."""
+    value = _single(query, name)
+    if value is None:
+        return False
+    flag = _FLAGS.get(value.strip().lower())
+    if flag is None:
+        raise ValueError(f"{name} must be 1/true/yes or 0/false/no, got {value!r}")
+    return flag
+
+
+def _values(query: Any, name: str) -> list[str]:
+    if hasattr(query, "getall"):
+        return list(query.getall(name, []))
+    return [query[name]] if name in query else []
+
+
+def _single(query: Any, name: str) -> str | None:
+    values = _values(query, name)
+    if len(values) > 1:
+        raise ValueError(f"{name} is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def _check_names(query: Any, known: Sequence[str]) -> None:
+    unknown = sorted(set(query.keys()) - set(known))
+    if unknown:
+        raise ValueError(f"unknown parameter {unknown[0]!r}; this route takes {', '.join(known)}")
+
+
+def _whole_number(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a whole number from {low} to {high}, got {value!r}"
+        ) from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, got {number}")
+    return number
+
+
+def _number(name: str, value: str, low: float, high: float) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+    return number
 
 
 def check_dimensions(names: Sequence[str]) -> list[str]:
