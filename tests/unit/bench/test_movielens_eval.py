@@ -20,17 +20,19 @@ ITEM = (
     b"3\tNo Year\t\tDrama\n"
     b"4\tUsual Suspects, The\t1995\tCrime Thriller\n"
 )
-# user 7: 5 ratings, two at the same second (kept in file order); user 8: 2 ratings.
+# user 7: 5 ratings, two at the same second (kept in file order); user 8: 2 ratings. Times in
+# 1997, as MovieLens-100k's (the stream refuses events before 1990 as past_timestamp).
+T = 874_965_000_000  # ms
 INTER = (
     b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-    b"7\t2\t5\t100\n"
-    b"8\t1\t2\t50\n"
-    b"7\t1\t3\t100\n"
-    b"7\t3\t1\t90\n"
-    b"7\t4\t4\t300\n"
-    b"8\t4\t4\t60\n"
-    b"7\t99\t4\t400\n"  # an item the catalogue lacks: dropped
-    b"7\t2\t4\t200\n"  # rated again later (MovieLens never does; splits must still cope)
+    b"7\t2\t5\t874965100\n"
+    b"8\t1\t2\t874965050\n"
+    b"7\t1\t3\t874965100\n"
+    b"7\t3\t1\t874965090\n"
+    b"7\t4\t4\t874965300\n"
+    b"8\t4\t4\t874965060\n"
+    b"7\t99\t4\t874965400\n"  # an item the catalogue lacks: dropped
+    b"7\t2\t4\t874965200\n"  # rated again later (MovieLens never does; splits must still cope)
 )
 
 
@@ -62,8 +64,9 @@ def test_item_texts_embed_genres_like_items_load(
 def test_ratings_in_time_order_ties_in_file_order(data: ml.MovieLens) -> None:
     seq = [(r.user_id, r.item_id, r.ts_ms) for r in data.ratings]
     assert seq == [
-        ("8", "1", 50_000), ("8", "4", 60_000), ("7", "3", 90_000), ("7", "2", 100_000),
-        ("7", "1", 100_000), ("7", "2", 200_000), ("7", "4", 300_000),
+        ("8", "1", T + 50_000), ("8", "4", T + 60_000), ("7", "3", T + 90_000),
+        ("7", "2", T + 100_000), ("7", "1", T + 100_000), ("7", "2", T + 200_000),
+        ("7", "4", T + 300_000),
     ]  # fmt: skip
     assert [r.order for r in data.ratings] == list(range(7))
 
