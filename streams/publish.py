@@ -176,7 +176,9 @@ class EventPublisher:
             event = parse_event(raw, now_ms=now_ms, rules=self.rules)
         except InvalidEvent as exc:
             letter = DeadLetter(None, raw, exc.reason, exc.detail, source, "publish", now_ms)
-            await self.producer.send(self.topics.dlq, raw, headers=letter.headers())
+            await self.producer.send(
+                self.topics.dlq, letter.carried_value(), headers=letter.headers()
+            )
             self.report.reject(Rejected(source, line, exc.reason, exc.detail))
             DEAD_LETTERED.labels(exc.reason).inc()
             return False

@@ -184,6 +184,7 @@ class StreamWorker:
         app.on_before_shutdown.connect(self._on_shutdown)
         self.metrics = StreamMetrics(self.processor.stats, repairs=lambda: _repairs(app))
         self.metrics.flush_lead.set_function(lambda: self.processor.lead.get() / 1000)
+        check_faust_contract(app)
 
     def _batches(
         self,
@@ -417,6 +418,17 @@ def _make_app(
     # the transport's ``Consumer``, so it is shadowed on this transport.
     setattr(app.transport, "Consumer", GaplessConsumer)  # noqa: B010 (a ClassVar to mypy)
     return app
+
+
+def check_faust_contract(app: Any) -> None:
+    """Refuse a configuration in which faust's open loss issues could bite (docs/ARCHITECTURE.md,
+    "faust's upstream issues"): an agent with concurrency > 1 acks out of order, and faust can
+    then commit past an event still in flight (faust-streaming #606); a reset to the latest
+    offset skips records (and hangs recovery when changelog segments go, #651)."""
+    concurrent = [a.name for a in app.agents.values() if a.concurrency != 1]
+    reset = app.conf.consumer_auto_offset_reset
+    if concurrent or reset != "earliest":
+        raise RuntimeError(f"faust contract broken: concurrency > 1 in {concurrent}, reset {reset}")
 
 
 def _repairs(app: Any) -> Mapping[str, int]:

@@ -58,9 +58,9 @@ SOURCE_REPARTITION = 1
 
 def dlq_record(
     rec: Record, raw: bytes, *, reason: str, detail: str, now_ms: int
-) -> tuple[bytes, Headers]:
-    """The DLQ value (the original bytes) and headers of a rejected record
-    (streams.contracts.dlq)."""
+) -> tuple[bytes | None, bytes, Headers]:
+    """The DLQ key and value (the original bytes, cut at streams.contracts.dlq.MAX_CARRIED) and
+    headers of a rejected record (streams.contracts.dlq)."""
     letter = DeadLetter(
         key=rec.key,
         value=raw,
@@ -70,7 +70,7 @@ def dlq_record(
         stage="stream",
         ts_ms=now_ms,
     )
-    return letter.value, letter.headers()
+    return letter.carried_key(), letter.carried_value(), letter.headers()
 
 
 @dataclass
@@ -196,8 +196,10 @@ class StreamProcessor(TableOwner):
             event = parse_event(raw, now_ms=now, rules=self.rules)
         except InvalidEvent as exc:
             self.stats.dlq[exc.reason] += 1
-            value, headers = dlq_record(rec, raw, reason=exc.reason, detail=exc.detail, now_ms=now)
-            sends.append(await self.sink.send(self.topics.dlq, rec.key, value, headers=headers))
+            key, value, headers = dlq_record(
+                rec, raw, reason=exc.reason, detail=exc.detail, now_ms=now
+            )
+            sends.append(await self.sink.send(self.topics.dlq, key, value, headers=headers))
             return
         key = event.user_id.encode()
         partition = partition_for(key, self.partitions)
