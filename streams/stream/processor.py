@@ -195,11 +195,7 @@ class StreamProcessor(TableOwner):
         try:
             event = parse_event(raw, now_ms=now, rules=self.rules)
         except InvalidEvent as exc:
-            self.stats.dlq[exc.reason] += 1
-            key, value, headers = dlq_record(
-                rec, raw, reason=exc.reason, detail=exc.detail, now_ms=now
-            )
-            sends.append(await self.sink.send(self.topics.dlq, key, value, headers=headers))
+            sends.append(await self._dead_letter(rec, raw, exc, now))
             return
         key = event.user_id.encode()
         partition = partition_for(key, self.partitions)
@@ -245,6 +241,13 @@ class StreamProcessor(TableOwner):
             self.stats.duplicates += 1
         else:
             self.stats.replays += 1
+
+    async def _dead_letter(
+        self, rec: Record, raw: bytes, exc: InvalidEvent, now: int
+    ) -> Awaitable[Any]:
+        self.stats.dlq[exc.reason] += 1
+        key, value, headers = dlq_record(rec, raw, reason=exc.reason, detail=exc.detail, now_ms=now)
+        return await self.sink.send(self.topics.dlq, key, value, headers=headers)
 
     async def _emit(self, due: list[_Due], now: int, *, timer_since: int | None = None) -> None:
         """Steps 2-4 of the module docstring for the due users (lock held). ``timer_since``: the
