@@ -25,7 +25,13 @@ prefetch rescores their union by cosine with ``Q = Σ w_i q_i``, one more prefet
 near the ``negative`` vector, and a :class:`~qdrant_client.models.FormulaQuery` ("score
 boosting", Qdrant ≥ 1.14, :func:`build_formula`) rescores server-side::
 
-    score = |Q|·$score[Q]  −  w_neg·max($score[neg], 0)  +  w_pop·ln(1 + popularity)
+    score = |Q|·$score[Q]  +  w_c·$score[C]  −  w_neg·max($score[neg], 0)
+            +  w_pop·ln(1 + popularity)/ln(1 + p_max)
+
+``$score[C]`` is the collaborative dimension (:mod:`models.collab`): the user's query in the
+items' ``collab`` vectors (a Dot-product named vector) scoring the same union, with its weight
+``w_c`` on top of the content weights (:func:`_with_collab`). ``p_max`` is the catalog's largest
+popularity (``Recommender.popularity_scale``), so the prior is in [0, 1] on any catalog.
 
 ``|Q|·cos(item, Q) = Σ_i w_i·cos(item, q_i)``: every candidate gets the full weighted sum, while
 candidates still come only from items strongly relevant to at least one dimension or cluster
@@ -74,6 +80,7 @@ import numpy.typing as npt
 from qdrant_client.http import models as qm
 
 from models.clusters import VECTOR_PREFIX
+from models.collab import COLLAB
 from models.store import ITEM_VECTOR
 
 NEGATIVE: Final = "negative"
@@ -85,6 +92,7 @@ DEFAULT_DIMENSION_WEIGHTS: Final[Mapping[str, float]] = {
     "search": 0.8,  # explicit intent, fresher than taste
     "long_term": 0.6,  # stable taste keeps results from swinging with every click
     INTERESTS: 1.0,  # shared by the clusters in proportion to their stored weights
+    COLLAB: 8.0,  # what users who engaged with the same items engaged with (vs the sum above)
 }
 UNKNOWN_DIMENSION_WEIGHT: Final = 1.0
 MIN_CANDIDATES: Final = 100
@@ -100,7 +108,7 @@ class Source:
     """One positive prefetch: a user vector and its share of the score (weights sum to 1)."""
 
     vector: str
-    kind: Literal["dimension", "interest"]
+    kind: Literal["dimension", "interest", "collab"]
     weight: float
     label: str | None = None
 
@@ -395,8 +403,10 @@ def build_formula(
     negative_weight: float,
     popularity_field: str | None,
     popularity_weight: float,
+    popularity_scale: float = 1.0,
 ) -> qm.FormulaQuery:
-    """The fusion formula over prefetches ``0..n-1`` (positive) and ``n`` (negative, if any)."""
+    """The fusion formula over prefetches ``0..n-1`` (positive) and ``n`` (negative, if any);
+    the prior is ``popularity_weight · popularity_scale · ln(1 + popularity)``."""
     terms: list[qm.Expression] = [
         qm.MultExpression(mult=[w, f"$score[{i}]"]) for i, w in enumerate(weights)
     ]
@@ -415,7 +425,7 @@ def build_formula(
             ]
         )
         prior = qm.LnExpression(ln=qm.SumExpression(sum=[1.0, popularity_field]))
-        terms.append(qm.MultExpression(mult=[guard, popularity_weight, prior]))
+        terms.append(qm.MultExpression(mult=[guard, popularity_weight * popularity_scale, prior]))
         defaults[popularity_field] = 0.0
     return qm.FormulaQuery(formula=qm.SumExpression(sum=terms), defaults=defaults or None)
 
@@ -423,7 +433,9 @@ def build_formula(
 def mmr_vector(
     sources: Sequence[Source], vectors: Mapping[str, FloatArray], negative_weight: float
 ) -> list[float]:
-    """The linear part of the formula as one unit query vector (MMR's relevance)."""
+    """The linear part of the formula as one unit query vector (MMR's relevance); the
+    collaborative source lives in another vector space and is left out."""
+    sources = [s for s in sources if s.kind != "collab"] or list(sources)
     q = sum((s.weight * vectors[s.vector] for s in sources), np.zeros(1))
     if negative_weight > 0 and NEGATIVE in vectors:
         with_neg = q - negative_weight * vectors[NEGATIVE]
@@ -446,6 +458,7 @@ def build_request(
     popularity_field: str | None,
     popularity_weight: float,
     diversity: float | None,
+    popularity_scale: float = 1.0,
 ) -> qm.QueryRequest:
     """The one Query API request on the items collection (each backend translates it).
 
@@ -453,6 +466,8 @@ def build_request(
     a nested prefetch rescores the union by cosine with ``Q = Σ w_i q_i`` (unit ``q_i``), and the
     formula multiplies that by ``|Q|``, so every candidate's positive score is the full weighted
     sum ``Σ w_i cos(item, q_i)``, not only the terms of the sources that happened to retrieve it.
+    A collaborative source (:func:`_with_collab`) retrieves its own candidates and scores the
+    same union by ``q_c · collab`` (dot product on the items' ``collab`` vectors).
     """
     depth = candidate_count(limit)
     prefetch, weights = _positive_prefetches(sources, vectors, depth)
@@ -466,6 +481,7 @@ def build_request(
         negative_weight if use_negative else 0.0,
         popularity_field,
         popularity_weight,
+        popularity_scale,
     )
     common: dict[str, Any] = {
         "filter": query_filter,
@@ -493,6 +509,8 @@ def _positive_prefetches(
     ``Q = Σ w_i q_i`` and is weighted by ``|Q|``, so every candidate gets the full weighted sum.
     If the sources cancel out (``|Q|`` ≈ 0), each is scored by its own prefetch instead.
     """
+    if any(s.kind == "collab" for s in sources):
+        return _with_collab(sources, vectors, depth)
     retrieve = [
         qm.Prefetch(query=vectors[s.vector].tolist(), using=ITEM_VECTOR, limit=depth)
         for s in sources
@@ -516,10 +534,54 @@ def _positive_prefetches(
     return [rescored], [length]
 
 
+def _with_collab(
+    sources: Sequence[Source], vectors: Mapping[str, FloatArray], depth: int
+) -> tuple[list[qm.Prefetch], list[float]]:
+    """The positive prefetches when a collaborative source is among ``sources``.
+
+    Every source retrieves its top ``depth`` (the content sources by cosine on ``content``, the
+    collaborative one by dot product on ``collab``). Two stages rescore the union of those
+    candidates: one by cosine with the content sources' ``Q = Σ w_i q_i`` (weighted ``|Q|``),
+    one by ``q_c · collab`` (weighted ``w_c``), so every candidate gets both parts of the
+    score. An item without a ``collab`` vector (none has been derived for it yet) is not in the
+    second stage and gets 0 there.
+    """
+    content = [s for s in sources if s.kind != "collab"]
+    collab = next(s for s in sources if s.kind == "collab")
+    collab_query = vectors[collab.vector].tolist()
+    retrieve = [
+        qm.Prefetch(query=vectors[s.vector].tolist(), using=ITEM_VECTOR, limit=depth)
+        for s in content
+    ]
+    retrieve.append(qm.Prefetch(query=collab_query, using=COLLAB, limit=depth))
+    union = depth * len(retrieve)
+    if not content:
+        return retrieve, [collab.weight]
+    combined = sum(
+        (s.weight * vectors[s.vector] / np.linalg.norm(vectors[s.vector]) for s in content),
+        np.zeros(1),
+    )
+    length = float(np.linalg.norm(combined))
+    stages: list[qm.Prefetch] = []
+    weights: list[float] = []
+    if length > 1e-6:
+        query = (combined / length).tolist()
+        stages.append(qm.Prefetch(prefetch=retrieve, query=query, using=ITEM_VECTOR, limit=union))
+        weights.append(length)
+    else:  # the content sources cancel out: each scored by its own prefetch
+        stages += retrieve[:-1]
+        weights += [s.weight for s in content]
+    stages.append(qm.Prefetch(prefetch=retrieve, query=collab_query, using=COLLAB, limit=union))
+    weights.append(collab.weight)
+    return stages, weights
+
+
 def attribute(
     item_vector: FloatArray | None, sources: Sequence[Source], vectors: Mapping[str, FloatArray]
 ) -> str | None:
-    """The source contributing most (``w_i · cos``) to one item; ``None`` without a vector."""
+    """The content source contributing most (``w_i · cos``) to one item; ``None`` without a
+    vector (the collaborative source scores another vector space and is not compared)."""
+    sources = [s for s in sources if s.kind != "collab"]
     if item_vector is None or not sources:
         return None
     norm = float(np.linalg.norm(item_vector))

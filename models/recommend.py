@@ -7,7 +7,9 @@ then makes exactly one Query API request on ``items`` through the store, whichev
 it (the embedded engine translates the request, a server receives it as it is).
 :meth:`Recommender.plan` returns that request without running it. What this module adds is the
 I/O around the plan: the user point, the catalog centroid the queries are centred on
-(:func:`catalog_centroid`, one ``scroll``, cached per store), the answer with an
+(:func:`catalog_centroid`, one ``scroll``, cached per store), the catalog's largest popularity
+that scales the prior (:func:`largest_value`, likewise), the collaborative vectors of the user's
+engaged items (:meth:`Recommender.collab_query`, one retrieve), the answer with an
 :class:`Explanation` of it, and the fallbacks.
 
 With a server, needs Qdrant ≥ 1.15 (≥ 1.14 without diversity).
@@ -28,14 +30,16 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, TypedDict, Unpack
 
 import numpy as np
 from qdrant_client.http import models as qm
 
+from models.collab import COLLAB, engaged_from_payload, user_query
 from models.query_plan import (
+    DEFAULT_DIMENSION_WEIGHTS,
     MAX_LIMIT,
     NEGATIVE,
     FilterValue,
@@ -170,9 +174,10 @@ class RecommendOptions(TypedDict, total=False):
     """How strongly the negative dimension pushes items away."""
 
 
-# Catalog centroids per backend and items collection: (monotonic time read, centroid or None).
-_CENTROIDS: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], tuple[float, FloatArray | None]]]
-_CENTROIDS = weakref.WeakKeyDictionary()
+# What recommend reads about the catalog, per backend: {(what, items collection, ...): (monotonic
+# time read, value)} — the centroid, the largest popularity, the items' vector names.
+_CATALOG: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[float, Any]]]
+_CATALOG = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,14 +213,54 @@ def _excluded_items(payload: Mapping[str, Any], options: RecommendOptions) -> li
     return list(dict.fromkeys([*recent_ids, *options.get("exclude_items", ())]))
 
 
-def _fusion_note(centred: bool, centering: float, diversity: float | None) -> str:
+def _fusion_note(
+    centred: bool, centering: float, diversity: float | None, sources: Sequence[Source] = ()
+) -> str:
     """The explanation's one-line account of how a personal request scores items."""
     note = "weighted fusion of the user's dimensions and interest clusters"
+    if any(s.kind == "collab" for s in sources):
+        note += " with the collaborative dimension"
     if centred:
         note += f" (queries centred on the catalog mean × {centering:g})"
     if diversity is not None:
         note += f"; MMR diversity {diversity:g} (scores are cosines to the fused query)"
     return note
+
+
+def _with_collab(
+    sources: Sequence[Source], collab: tuple[float, FloatArray] | None
+) -> list[Source]:
+    """The content ``sources`` (weights summing to 1) and the collaborative one on top with its
+    own weight (1 when it is alone). Not renormalised together: where the collaborative signal
+    is weak (little co-engagement yet, its item vectors short) the content part keeps its full
+    scale next to the negative and popularity terms."""
+    if collab is None:
+        return list(sources)
+    weight = collab[0] if sources else 1.0
+    return [*sources, Source(vector=COLLAB, kind="collab", weight=weight)]
+
+
+def largest_value(
+    store: InterestStore, field: str, sample: int = DEFAULT_CENTROID_SAMPLE
+) -> float | None:
+    """The largest number ≥ 0 in the payload ``field`` of the first ``sample`` items in point-id
+    order (a pseudo-random sample, as for the centroid: on a larger catalog, a high quantile),
+    one ``scroll``; ``None`` when no item there has one."""
+    try:
+        records, _ = store.backend.scroll(
+            store.items_collection, limit=sample, with_payload=[field], with_vectors=False
+        )
+    except CollectionNotFound:
+        return None
+    values = [
+        float(v)
+        for r in records
+        if isinstance(v := (r.payload or {}).get(field), int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and v >= 0
+    ]
+    return max(values, default=None)
 
 
 def catalog_centroid(
@@ -260,20 +305,57 @@ class Recommender:
             for k, v in {**self.settings.dimension_weights, **(weights or {})}.items()
         }
 
+    def _catalog(self, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+        """``read()`` cached for ``centroid_ttl_s`` per backend and ``key``, across instances."""
+        per_client = _CATALOG.setdefault(self.store.backend, {})
+        key = (*key, self.items_collection)
+        now = time.monotonic()
+        cached = per_client.get(key)
+        if cached is not None and now - cached[0] < self.settings.centroid_ttl_s:
+            return cached[1]
+        value = read()
+        per_client[key] = (now, value)
+        return value
+
     def centroid(self) -> FloatArray | None:
         """The catalog centroid used for centering (cached for ``centroid_ttl_s`` per backend and
         items collection, across Recommender instances); ``None`` when centering is off."""
         if self.settings.centering <= 0:
             return None
-        per_client = _CENTROIDS.setdefault(self.store.backend, {})
-        key = (self.items_collection, self.settings.centroid_sample)
-        now = time.monotonic()
-        cached = per_client.get(key)
-        if cached is not None and now - cached[0] < self.settings.centroid_ttl_s:
-            return cached[1]
-        value = catalog_centroid(self.store, self.settings.centroid_sample)
-        per_client[key] = (now, value)
+        sample = self.settings.centroid_sample
+        value: FloatArray | None = self._catalog(
+            ("centroid", sample), lambda: catalog_centroid(self.store, sample)
+        )
         return value
+
+    def popularity_scale(self, popularity_field: str) -> float:
+        """What the prior's ``ln(1 + popularity)`` is multiplied by: ``1 / ln(1 + the largest
+        popularity in the catalog)`` when ``popularity_relative`` (:func:`largest_value`, cached
+        like the centroid), so the prior is about [0, 1] on any catalog; 1.0 when off or when no
+        item has one."""
+        if not self.settings.popularity_relative:
+            return 1.0
+        sample = self.settings.centroid_sample
+        top = self._catalog(
+            ("popularity", popularity_field, sample),
+            lambda: largest_value(self.store, popularity_field, sample),
+        )
+        return 1.0 / math.log1p(top) if top is not None and top > 0 else 1.0
+
+    def collab_query(self, payload: Mapping[str, Any]) -> tuple[FloatArray, int] | None:
+        """The user's collaborative query (:func:`models.collab.user_query` over the user's
+        engaged items, one read of their ``collab`` vectors) and how many items it is made of;
+        ``None`` without engaged items, or items without vectors, or no ``collab`` vectors."""
+        entries = engaged_from_payload(payload)
+        if not entries:
+            return None
+        names = self._catalog(("vectors",), self.store.item_vector_names)
+        if COLLAB not in names:
+            return None
+        found = self.store.get_item_vectors([item for item, _, _ in entries], COLLAB)
+        vectors = {item: v.astype(np.float64) for item, v in found.items()}
+        query = user_query(entries, vectors, self.settings.collab_half_life_s)
+        return None if query is None else (query, len(vectors))
 
     def plan(
         self,
@@ -282,15 +364,23 @@ class Recommender:
         **options: Unpack[RecommendOptions],
     ) -> Plan:
         """The request :meth:`recommend` sends for a user with these stored ``vectors`` and
-        ``payload`` (pure but for the cached centroid). Raises ``ValueError`` for invalid
-        arguments."""
+        ``payload`` (pure but for the cached catalog reads — centroid, largest popularity — and one
+        read of the user's engaged items' collaborative vectors). Raises ``ValueError`` for
+        invalid arguments."""
         call = self._checked_options(options)
         filters = options.get("filters")
         merged = {**self.weights, **(options.get("weights") or {})}
-
+        dimensions = options.get("dimensions")
+        content = None if dimensions is None else [d for d in dimensions if d != COLLAB]
         sources, missing = plan_sources(
-            vectors, payload, dimensions=options.get("dimensions"), weights=merged
+            vectors, payload, dimensions=content, weights=merged
         )  # validates dimensions/weights even for unknown users
+        collab = None
+        if dimensions is None or COLLAB in dimensions:
+            collab = self._collab_source(payload, merged)
+            if collab is None and dimensions is not None:
+                missing.append(COLLAB)
+        sources = _with_collab(sources, collab)
         excluded = _excluded_items(payload, options)
         query_filter = build_filter(filters, sorted(item_point_id(i) for i in excluded))
         explanation = Explanation(
@@ -305,9 +395,21 @@ class Recommender:
                 None, (), {}, query_filter, explanation, call.popularity_field, has_positive,
                 call.limit,
             )  # fmt: skip
+        if collab is not None:
+            vectors = {**vectors, COLLAB: collab[1]}
         return self._personal_plan(
             vectors, payload, sources, query_filter, explanation, call, has_positive
         )
+
+    def _collab_source(
+        self, payload: Mapping[str, Any], weights: Mapping[str, float]
+    ) -> tuple[float, FloatArray] | None:
+        """The collaborative source's raw weight and query, or ``None`` (weight 0, nothing)."""
+        weight = weights.get(COLLAB, DEFAULT_DIMENSION_WEIGHTS[COLLAB])
+        if not weight > 0:
+            return None
+        found = self.collab_query(payload)
+        return None if found is None else (weight, found[0])
 
     def _checked_options(self, options: RecommendOptions) -> _CallOptions:
         """The scalar options of one call, checked in a fixed order (so the first mistake is the
@@ -348,8 +450,12 @@ class Recommender:
         fused request, and the explanation completed with what the request does."""
         cfg = self.settings
         centroid = self.centroid()
-        queries = centered_queries(vectors, payload, centroid, cfg.centering)
+        content = {n: v for n, v in vectors.items() if n != COLLAB}
+        queries = centered_queries(content, payload, centroid, cfg.centering)
+        if COLLAB in vectors:
+            queries[COLLAB] = vectors[COLLAB]
         use_pop = bool(call.popularity_field) and call.popularity_weight > 0
+        scale = self.popularity_scale(str(call.popularity_field)) if use_pop else 1.0
         request = build_request(
             sources,
             queries,
@@ -359,6 +465,7 @@ class Recommender:
             popularity_field=call.popularity_field if use_pop else None,
             popularity_weight=call.popularity_weight if use_pop else 0.0,
             diversity=call.diversity,
+            popularity_scale=scale,
         )
         explanation = replace(
             explanation,
@@ -366,7 +473,7 @@ class Recommender:
             negative_weight=call.negative_weight if NEGATIVE in vectors else 0.0,
             popularity_field=call.popularity_field if use_pop else None,
             popularity_weight=call.popularity_weight if use_pop else 0.0,
-            note=_fusion_note(centroid is not None, cfg.centering, call.diversity),
+            note=_fusion_note(centroid is not None, cfg.centering, call.diversity, sources),
         )
         return Plan(
             request, tuple(sources), queries, query_filter, explanation, call.popularity_field,

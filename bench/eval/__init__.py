@@ -11,6 +11,10 @@
 - :mod:`bench.eval.pipeline` — the same through Kafka, the stream and the embed workers;
 - :mod:`bench.eval.engine` — recommend requests (planned by ``models.recommend``) answered in
   numpy as the store answers them, checked against the real ``Recommender`` on embedded Qdrant;
-- :mod:`bench.eval.methods` / :mod:`bench.eval.metrics` — the compared methods, Recall/NDCG@K;
+- :mod:`bench.eval.methods` / :mod:`bench.eval.metrics` — the compared methods, Recall/NDCG@K,
+  paired bootstrap intervals;
+- :mod:`bench.eval.baselines` — the classical anchors, item-kNN and EASE (λ chosen on the
+  validation split);
+- :mod:`bench.eval.cold` — the cold-item split: a tenth of the catalog held out of training;
 - :mod:`bench.eval.tune` — coordinate descent on the validation split.
 """

@@ -4,6 +4,10 @@ python -m bench.eval                        # fast mode, all 943 users, test spl
 python -m bench.eval --users 40 --pipeline  # the same through Kafka and the workers
 python -m bench.eval --tune                 # choose parameters on the validation split
 python -m bench.eval --validation           # score the validation split instead of test
+
+Every run scores the anchors (item-kNN, EASE with λ chosen on the validation split) next to the
+recommend variants, then (fast mode) the cold-item split; the targets' verdicts come with paired
+bootstrap intervals over users, in the table's output and the JSON.
 """
 
 from __future__ import annotations
@@ -22,23 +26,42 @@ from pathlib import Path
 from typing import Any
 
 from bench import movielens as ml
+from bench.eval.baselines import choose_ease_lambda
+from bench.eval.cold import COLD_SHARE, chance, cold_items, score_cold, without_items
 from bench.eval.config import CHOSEN, LIBRARY, MEAN_HALF_LIFE_S, EvalParams
 from bench.eval.engine import agreement
 from bench.eval.fast import fast_world, open_world
-from bench.eval.methods import World, all_methods, recommend_variants, score_methods
-from bench.eval.metrics import format_table, ratio_ci
+from bench.eval.methods import (
+    Method,
+    World,
+    all_methods,
+    baseline_methods,
+    popularity_method,
+    random_method,
+    recommend_method,
+    recommend_variants,
+    score_methods,
+)
+from bench.eval.metrics import MethodScore, format_table, ratio_ci
 from bench.eval.world import item_tags_in_text_default, item_vectors
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
-TARGETS = {
-    "default recommend vs popularity": ("default recommend", "popularity", 1.20),
+#: label: (method, baseline, required ratio of the means, metric). The test part's numbers;
+#: nothing is chosen on them.
+TARGETS: dict[str, tuple[str, str, float, str]] = {
+    "default recommend vs popularity": ("default recommend", "popularity", 1.20, "recall@50"),
     "fusion, no prior vs mean vector": (
         "fusion, no prior",
         "mean vector (365d, all positives)",
         1.15,
+        "recall@50",
     ),
+    "default recommend vs EASE, Recall@50": ("default recommend", "EASE", 1.0, "recall@50"),
+    "default recommend vs EASE, NDCG@10": ("default recommend", "EASE", 1.0, "ndcg@10"),
 }
+COLD_TARGET = ("default recommend", "random", 3.0, "recall@50")
+COLD_METHODS = ("default without collab", "collab alone", "default recommend")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +81,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "Recommender to check the fast scorer (0: skip)")  # fmt: skip
     p.add_argument("--rankings", action="store_true", help="write every user's top lists")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--ease-lambda", type=float, default=None, help="EASE's λ (default: "
+                   "chosen on the validation split)")  # fmt: skip
+    p.add_argument("--no-cold", action="store_true", help="skip the cold-item split "
+                   "(fast mode only)")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="JSON output path")
     p.add_argument("--quiet", action="store_true", help="print only the table")
     return p.parse_args(argv)
@@ -127,7 +154,41 @@ def main(argv: list[str] | None = None) -> int:
 
     params = CHOSEN if args.params == "chosen" else LIBRARY
     splits = ml.split_all(data, validation=args.validation, users=users)
-    body: dict[str, Any] = {
+    if args.ease_lambda is None:
+        lam, tried = choose_ease_lambda(data, users, echo=echo)
+    else:
+        lam, tried = args.ease_lambda, {}
+    body = describe(args, command, data, splits, params, tags_in_text)
+    body["ease"] = {"lambda": lam, "chosen_on": "validation" if tried else "--ease-lambda",
+                    "validation_recall@50": {f"{k:g}": v for k, v in tried.items()}}  # fmt: skip
+    seconds["ease_lambda"] = time.monotonic() - started - seconds["data_and_vectors"]
+    with tempfile.TemporaryDirectory(prefix="ml-eval-") as tmp:
+        rows = run_main(args, data, splits, vectors, params, lam, Path(tmp), body, seconds, echo)
+        cold_rows: list[tuple[str, dict[str, float]]] = []
+        if not args.pipeline and not args.no_cold:
+            t0 = time.monotonic()
+            cold_rows = run_cold(data, splits, vectors, params, lam, Path(tmp) / "cold",
+                                 body, args.seed)  # fmt: skip
+            seconds["cold"] = time.monotonic() - t0
+    seconds["total"] = time.monotonic() - started
+    body["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    body["machine"] = machine()
+    report(body, rows, cold_rows)
+    write(out, body)
+    echo(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+def describe(
+    args: argparse.Namespace,
+    command: str,
+    data: ml.MovieLens,
+    splits: list[ml.UserSplit],
+    params: EvalParams,
+    tags_in_text: bool,
+) -> dict[str, Any]:
+    """The JSON's head: what was run, on what, with which parameters."""
+    return {
         "command": command,
         "mode": "pipeline" if args.pipeline else "fast",
         "split": "validation" if args.validation else "test",
@@ -151,56 +212,143 @@ def main(argv: list[str] | None = None) -> int:
             },
         },
     }
-    with tempfile.TemporaryDirectory(prefix="ml-eval-") as tmp:
-        t0 = time.monotonic()
-        if args.pipeline:
-            from bench.eval.pipeline import Pipeline
-            from streams.settings import KafkaSettings
 
-            kafka = ensure_broker(KafkaSettings(), echo)
-            report = Pipeline(Path(tmp), kafka, params, echo=echo).run(data, splits, vectors)
-            body["pipeline"] = report.to_dict()
-            seconds["pipeline"] = time.monotonic() - t0
-            ctx = open_world(
-                Path(tmp) / "qdrant", data, splits, int(vectors.shape[1]),
-                settings=params.recommend_settings(),
-            )  # fmt: skip
-        else:
-            ctx = fast_world(
-                data, splits, params.spec(), vectors, Path(tmp) / "qdrant",
-                settings=params.recommend_settings(),
-            )  # fmt: skip
-        with ctx as world:
-            seconds["build"] = time.monotonic() - t0
-            rows = evaluate(world, params, args, body, echo)
-        seconds["score"] = time.monotonic() - t0 - seconds["build"]
-        if not args.pipeline and params != LIBRARY:
-            t1 = time.monotonic()
-            lib_world = fast_world(
-                data, splits, LIBRARY.spec(), vectors, Path(tmp) / "library",
-                settings=LIBRARY.recommend_settings(),
-            )  # fmt: skip
-            with lib_world as w:
-                lib = library_row(w)
-            body["methods"]["default recommend (library defaults)"] = lib
-            rows.append(("default recommend (library defaults)", lib))
-            seconds["library_row"] = time.monotonic() - t1
-    seconds["total"] = time.monotonic() - started
-    body["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
-    body["machine"] = machine()
+
+def run_main(
+    args: argparse.Namespace,
+    data: ml.MovieLens,
+    splits: list[ml.UserSplit],
+    vectors: Any,
+    params: EvalParams,
+    lam: float,
+    tmp: Path,
+    body: dict[str, Any],
+    seconds: dict[str, float],
+    echo: Any,
+) -> list[tuple[str, dict[str, float]]]:
+    """The main table: every method on the split (fast mode or through the pipeline)."""
+    t0 = time.monotonic()
+    dim = int(vectors.shape[1])
+    if args.pipeline:
+        from bench.eval.pipeline import Pipeline
+        from streams.settings import KafkaSettings
+
+        kafka = ensure_broker(KafkaSettings(), echo)
+        result = Pipeline(tmp, kafka, params, echo=echo).run(data, splits, vectors)
+        body["pipeline"] = result.to_dict()
+        seconds["pipeline"] = time.monotonic() - t0
+        ctx = open_world(tmp / "qdrant", data, splits, dim, settings=params.recommend_settings())
+    else:
+        ctx = fast_world(
+            data, splits, params.spec(), vectors, tmp / "qdrant",
+            settings=params.recommend_settings(), collab=params.collab_spec(),
+        )  # fmt: skip
+    with ctx as world:
+        seconds["build"] = time.monotonic() - t0
+        rows = evaluate(world, params, args, body, echo, lam)
+    seconds["score"] = time.monotonic() - t0 - seconds["build"]
+    if not args.pipeline and params != LIBRARY:
+        t1 = time.monotonic()
+        lib_world = fast_world(
+            data, splits, LIBRARY.spec(), vectors, tmp / "library",
+            settings=LIBRARY.recommend_settings(), collab=LIBRARY.collab_spec(),
+        )  # fmt: skip
+        with lib_world as w:
+            lib = library_row(w)
+        body["methods"]["default recommend (library defaults)"] = lib
+        rows.append(("default recommend (library defaults)", lib))
+        seconds["library_row"] = time.monotonic() - t1
+    return rows
+
+
+def run_cold(
+    data: ml.MovieLens,
+    splits: list[ml.UserSplit],
+    vectors: Any,
+    params: EvalParams,
+    lam: float,
+    path: Path,
+    body: dict[str, Any],
+    seed: int,
+) -> list[tuple[str, dict[str, float]]]:
+    """The cold-item table (:mod:`bench.eval.cold`): the same users, a tenth of the items
+    held out of training, Recall@50 on those items."""
+    cold = cold_items(data)
+    held_out = without_items(splits, cold)
+    methods: dict[str, Method] = {
+        "random": random_method(seed),
+        "popularity": popularity_method,
+        **baseline_methods(lam),
+    }
+    variants = recommend_variants(params)
+    methods.update({n: recommend_method(variants[n], limits=(50,)) for n in COLD_METHODS})
+    with fast_world(
+        data, held_out, params.spec(), vectors, path,
+        settings=params.recommend_settings(), collab=params.collab_spec(),
+    ) as world:  # fmt: skip
+        scores = score_cold(world, methods, cold)
+        expected = chance(world, cold)
+    label = "cold items, default recommend vs random, Recall@50"
+    body["cold"] = {
+        "items": len(cold),
+        "share_of_catalog": COLD_SHARE,
+        "users_with_cold_targets": scores["random"].users,
+        "cold_targets": sum(len(s.targets & cold) for s in held_out),
+        "chance_recall@50": expected,
+        "methods": {n: {**s.means(), "users": s.users} for n, s in scores.items()},
+    }
+    body["targets"][label] = target(scores, *COLD_TARGET)
+    default = scores[COLD_TARGET[0]].means()["recall@50"]
+    body["targets"][label]["ratio_to_chance"] = default / expected if expected else None
+    return [(name, s.means()) for name, s in scores.items()]
+
+
+def target(
+    scores: dict[str, MethodScore], method: str, baseline: str, need: float, metric: str
+) -> dict[str, Any]:
+    """One target's record: both means, their ratio with a paired bootstrap 95 % interval over
+    the users, and whether the ratio reaches ``need``."""
+    a = scores[method].means()[metric]
+    b = scores[baseline].means()[metric]
+    ratio = a / b if b else float("inf")
+    low, high = ratio_ci(scores[method], scores[baseline], metric)
+    return {"metric": metric, "method_name": method, "baseline_name": baseline, "method": a,
+            "baseline": b, "ratio": ratio, "ratio_ci95": [low, high], "need": need,
+            "met": ratio >= need}  # fmt: skip
+
+
+def report(
+    body: dict[str, Any],
+    rows: list[tuple[str, dict[str, float]]],
+    cold_rows: list[tuple[str, dict[str, float]]],
+) -> None:
+    """The tables and the targets' verdicts on stdout."""
     title = (f"MovieLens-100k, {body['split']} split, {body['mode']} mode, "
-             f"{body['dataset']['users_with_targets']} users with targets")  # fmt: skip
+             f"{body['dataset']['users_with_targets']} users with targets; "
+             f"EASE λ={body['ease']['lambda']:g}")  # fmt: skip
     print(format_table(rows, title))
+    if cold_rows:
+        c = body["cold"]
+        print()
+        print(
+            f"cold items: {c['items']} items ({c['share_of_catalog']:.0%} of the catalog) held "
+            f"out of training; {c['users_with_cold_targets']} users with "
+            f"{c['cold_targets']} cold targets; chance Recall@50 {c['chance_recall@50']:.4f}"
+        )
+        print(f"{'method':<34}{'recall@50 (cold targets)':>26}")
+        for name, values in cold_rows:
+            print(f"{name:<34}{values['recall@50']:>26.4f}")
+    print()
     for name, t in body["targets"].items():
         verdict = "met" if t["met"] else "NOT met"
         low, high = t["ratio_ci95"]
+        chance_ratio = t.get("ratio_to_chance")
+        vs_chance = "" if chance_ratio is None else f"; {chance_ratio:.3f}x the chance level"
         print(
-            f"target {name}: {t['ratio']:.3f}x (95% CI {low:.3f}-{high:.3f}, paired bootstrap "
-            f"over users; need {t['need']:.2f}x) — {verdict}"
+            f"target {name}: {t['method']:.4f} vs {t['baseline']:.4f} = {t['ratio']:.3f}x "
+            f"(95% CI {low:.3f}-{high:.3f}, paired bootstrap over users{vs_chance}; need "
+            f"{t['need']:.2f}x) — {verdict}"
         )
-    write(out, body)
-    echo(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return 0
 
 
 def evaluate(
@@ -209,51 +357,49 @@ def evaluate(
     args: argparse.Namespace,
     body: dict[str, Any],
     echo: Any,
+    ease_lambda: float = 500.0,
 ) -> list[tuple[str, dict[str, float]]]:
     """Score every method, fill ``body``; returns the table rows."""
     if args.check > 0:
-        sample = [s for s in world.splits if s.targets][: args.check]
-        variants = recommend_variants().values()
-        checks: dict[str, Any] = {
-            "queries": 0, "identical": 0, "same_up_to_ties": 0, "max_abs_score_diff": 0.0,
-        }  # fmt: skip
-        for split in sample:
-            calls = [
-                {"limit": limit, "exclude_items": sorted(split.seen), **options}
-                for options in variants
-                for limit in (10, 50)
-            ]
-            users = {split.user_id: world.users.get(split.user_id)}
-            got = agreement(world.engine, world.recommender, users, calls)
-            for key in ("queries", "identical", "same_up_to_ties"):
-                checks[key] += got[key]
-            checks["max_abs_score_diff"] = max(
-                checks["max_abs_score_diff"], got["max_abs_score_diff"]
-            )
-        body["engine_check"] = {"users": len(sample), **checks}
+        body["engine_check"] = engine_check(world, args.check)
+        checks = body["engine_check"]
         echo(f"fast scorer vs Recommender.recommend: {checks['same_up_to_ties']}/"
              f"{checks['queries']} the same up to the order of exact ties "
              f"({checks['identical']} in the same order)")  # fmt: skip
-    scores, rankings = score_methods(world, all_methods(params, seed=args.seed))
+    methods = all_methods(params, seed=args.seed, ease_lambda=ease_lambda)
+    scores, rankings = score_methods(world, methods)
     body["methods"] = {
         name: {**s.means(), "users": s.users, "strategies": s.strategies}
         for name, s in scores.items()
     }
-    body["targets"] = {}
-    for label, (method, baseline, need) in TARGETS.items():
-        a = scores[method].means()["recall@50"]
-        b = scores[baseline].means()["recall@50"]
-        ratio = a / b if b else float("inf")
-        low, high = ratio_ci(scores[method], scores[baseline])
-        body["targets"][label] = {"metric": "recall@50", "method": a, "baseline": b,
-                                  "ratio": ratio, "ratio_ci95": [low, high], "need": need,
-                                  "met": ratio >= need}  # fmt: skip
+    body["targets"] = {label: target(scores, *spec) for label, spec in TARGETS.items()}
     if args.rankings:
         body["rankings"] = {
             name: {u: {"top10": t10, "top50": t50} for u, (t10, t50) in per_user.items()}
             for name, per_user in rankings.items()
         }
     return [(name, s.means()) for name, s in scores.items()]
+
+
+def engine_check(world: World, users: int) -> dict[str, Any]:
+    """The fast scorer against ``Recommender.recommend`` on the first ``users`` users."""
+    sample = [s for s in world.splits if s.targets][:users]
+    variants = recommend_variants().values()
+    checks: dict[str, Any] = {
+        "queries": 0, "identical": 0, "same_up_to_ties": 0, "max_abs_score_diff": 0.0,
+    }  # fmt: skip
+    for split in sample:
+        calls = [
+            {"limit": limit, "exclude_items": sorted(split.seen), **options}
+            for options in variants
+            for limit in (10, 50)
+        ]
+        got = agreement(world.engine, world.recommender,
+                        {split.user_id: world.users.get(split.user_id)}, calls)  # fmt: skip
+        for key in ("queries", "identical", "same_up_to_ties"):
+            checks[key] += got[key]
+        checks["max_abs_score_diff"] = max(checks["max_abs_score_diff"], got["max_abs_score_diff"])
+    return {"users": len(sample), **checks}
 
 
 def library_row(world: World) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
 from models.clusters import ClusterSpec
+from models.collab import COLLAB, CollabSpec
 from models.interests import DAY_S, HOUR_S, DimensionSpec
 from models.profile import InterestSpec
 from models.query_plan import DEFAULT_DIMENSION_WEIGHTS, INTERESTS
-from models.settings import ProfileSettings, RecommendSettings
+from models.settings import CollabSettings, ProfileSettings, RecommendSettings
 
 #: Half-life of the single mean-vector baseline: long enough that a MovieLens user's history
 #: (hours to months) is one barely decayed average — the simple thing a team would ship first.
@@ -29,7 +30,9 @@ MEAN_HALF_LIFE_S: Final = 365 * DAY_S
 MEAN_DIMENSION: Final = "all_positive_mean"
 
 
-def _field_defaults(cls: type[ProfileSettings] | type[RecommendSettings]) -> dict[str, Any]:
+def _field_defaults(
+    cls: type[ProfileSettings] | type[RecommendSettings] | type[CollabSettings],
+) -> dict[str, Any]:
     """A settings class's own defaults (never the environment the evaluation runs in)."""
     return {n: f.get_default(call_default_factory=True) for n, f in cls.model_fields.items()}
 
@@ -39,9 +42,11 @@ class EvalParams:
     """Interest math + recommend scoring, flat so a grid can vary any field with ``replace``.
 
     The first six fields are :class:`~models.settings.ProfileSettings` (the embed workers'
-    ``INTEREST_PROFILE_*``), the rest :class:`~models.settings.RecommendSettings`
-    (``INTEREST_RECOMMEND_*``); :meth:`profile_settings` / :meth:`recommend_settings` and the
-    ``*_env`` methods give them in those forms.
+    ``INTEREST_PROFILE_*``), the next eight :class:`~models.settings.RecommendSettings`
+    (``INTEREST_RECOMMEND_*``), the last three :class:`~models.settings.CollabSettings` (the
+    embed workers' ``INTEREST_COLLAB_*``: how the items' collaborative vectors are rebuilt);
+    :meth:`profile_settings` / :meth:`recommend_settings` / :meth:`collab_settings` and
+    :meth:`env` give them in those forms.
     """
 
     short_half_life_s: float
@@ -56,6 +61,11 @@ class EvalParams:
     negative_weight: float
     popularity_weight: float
     centering: float
+    w_collab: float
+    collab_half_life_s: float
+    collab_rank: int
+    collab_shrinkage: float
+    collab_cold_scale: float
 
     # -- the interest half ----------------------------------------------------------------------
     def profile_settings(self) -> ProfileSettings:
@@ -84,7 +94,26 @@ class EvalParams:
             self.cluster_half_life_s,
             self.cluster_k,
             self.cluster_threshold,
+            self.collab_rank,
+            self.collab_shrinkage,
+            self.collab_cold_scale,
         )
+
+    def collab_settings(self) -> CollabSettings:
+        """The embed side's collaborative settings (untuned fields: the library's defaults;
+        rebuilt only when a worker stops, as the evaluation reads the store afterwards)."""
+        values = _field_defaults(CollabSettings)
+        values.update(
+            rank=self.collab_rank,
+            shrinkage=self.collab_shrinkage,
+            cold_scale=self.collab_cold_scale,
+            refresh_interval_s=0.0,
+        )
+        return CollabSettings(**values)
+
+    def collab_spec(self) -> CollabSpec:
+        """The CollabSpec the embed worker builds from :meth:`collab_settings`."""
+        return self.collab_settings().spec()
 
     # -- the recommend half ---------------------------------------------------------------------
     def weights(self) -> dict[str, float]:
@@ -94,6 +123,7 @@ class EvalParams:
             "short_term": self.w_short_term,
             "long_term": self.w_long_term,
             INTERESTS: self.w_interests,
+            COLLAB: self.w_collab,
         }
 
     def recommend_settings(self) -> RecommendSettings:
@@ -104,6 +134,7 @@ class EvalParams:
             negative_weight=self.negative_weight,
             popularity_weight=self.popularity_weight,
             centering=self.centering,
+            collab_half_life_s=self.collab_half_life_s,
         )
         return RecommendSettings(**values)
 
@@ -113,6 +144,7 @@ class EvalParams:
         for prefix, settings in (
             ("INTEREST_PROFILE_", self.profile_settings()),
             ("INTEREST_RECOMMEND_", self.recommend_settings()),
+            ("INTEREST_COLLAB_", self.collab_settings()),
         ):
             for name, value in settings.model_dump(mode="json").items():
                 text = json.dumps(value) if isinstance(value, dict) else value
@@ -137,6 +169,7 @@ def library_params() -> EvalParams:
     """The defaults as they are in ``models/`` today (the settings classes' own defaults)."""
     profile = _field_defaults(ProfileSettings)
     rec = _field_defaults(RecommendSettings)
+    collab = _field_defaults(CollabSettings)
     weights = {**DEFAULT_DIMENSION_WEIGHTS, **rec["dimension_weights"]}
     return EvalParams(
         short_half_life_s=profile["short_term_half_life_s"],
@@ -151,6 +184,11 @@ def library_params() -> EvalParams:
         negative_weight=rec["negative_weight"],
         popularity_weight=rec["popularity_weight"],
         centering=rec["centering"],
+        w_collab=weights[COLLAB],
+        collab_half_life_s=rec["collab_half_life_s"],
+        collab_rank=collab["rank"],
+        collab_shrinkage=collab["shrinkage"],
+        collab_cold_scale=collab["cold_scale"],
     )
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from qdrant_client.http import models as qm
 
+from models.collab import COLLAB
 from models.recommend import Recommender
 from models.store import ITEM_VECTOR, InterestStore, StoredUser, item_point_id, named_vectors
 
@@ -66,6 +67,9 @@ class ItemIndex:
     point_ids: tuple[str, ...]
     matrix: npt.NDArray[np.float32]
     payloads: tuple[dict[str, Any], ...]
+    #: The items' ``collab`` vectors (zero rows where an item has none) and which have one.
+    collab: npt.NDArray[np.float32] | None = None
+    has_collab: npt.NDArray[np.bool_] | None = None
 
     @classmethod
     def from_store(cls, store: InterestStore, item_ids: Sequence[str]) -> ItemIndex:
@@ -76,22 +80,31 @@ class ItemIndex:
         """
         order = [item_point_id(i) for i in item_ids]
         by_point = dict(zip(order, item_ids, strict=True))
+        with_collab = COLLAB in store.item_vector_names()
+        wanted = [ITEM_VECTOR, COLLAB] if with_collab else [ITEM_VECTOR]
         records = store.backend.retrieve(
-            store.items_collection, order, with_payload=True, with_vectors=[ITEM_VECTOR]
+            store.items_collection, order, with_payload=True, with_vectors=wanted
         )
         by_id = {str(r.id): r for r in records}
         missing = [by_point[p] for p in order if p not in by_id]
         if missing:
             raise ValueError(f"{len(missing)} items are not in the store, e.g. {missing[:3]}")
         rows = [by_id[p] for p in order]
-        matrix = np.array(
-            [named_vectors(r.vector)[ITEM_VECTOR] for r in rows], dtype=np.float32
-        ).reshape(len(rows), -1)
+        vectors = [named_vectors(r.vector) for r in rows]
+        matrix = np.array([v[ITEM_VECTOR] for v in vectors], dtype=np.float32)
+        collab = has = None
+        if with_collab:
+            size = store.item_vector_names()[COLLAB][0]
+            zero = np.zeros(size, dtype=np.float32)
+            has = np.array([COLLAB in v for v in vectors], dtype=bool)
+            collab = np.array([v.get(COLLAB, zero) for v in vectors], dtype=np.float32)
         return cls(
             tuple(item_ids),
             tuple(order),
-            matrix,
+            matrix.reshape(len(rows), -1),
             tuple(dict(r.payload or {}) for r in rows),
+            collab,
+            has,
         )
 
     def field(self, name: str, default: float) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
@@ -123,11 +136,15 @@ class Engine:
         self.index = index
         #: With ``memo``, prefetch results are kept per (query, limit, excluded rows): a search is
         #: a pure function of those, and tuning asks the same searches with other weights.
-        self._memo: dict[tuple[bytes, int, bytes], tuple[Any, Any]] | None = {} if memo else None
+        self._memo: dict[tuple[str, bytes, int, bytes], tuple[Any, Any]] | None = (
+            {} if memo else None
+        )
         self.row_of = {p: i for i, p in enumerate(index.point_ids)}
         # Cosines in float64 (float32 rows · unit float64 query), rounded to float32 only for
         # the final score; the engine's float32 sums differ by a few ulps (SCORE_TOLERANCE).
         self._matrix64 = index.matrix.astype(np.float64)
+        # The collaborative vectors: dot products (Qdrant's Dot distance), only items with one.
+        self._collab64 = None if index.collab is None else index.collab.astype(np.float64)
         self._fields: dict[tuple[str, float], tuple[FloatArray, npt.NDArray[np.bool_]]] = {}
 
     def execute(self, request: qm.QueryRequest) -> list[tuple[str, float]]:
@@ -182,7 +199,7 @@ class Engine:
     ) -> tuple[npt.NDArray[np.int64], FloatArray]:
         """One prefetch: a leaf is a nearest search; a prefetch with inner prefetches and a
         vector query rescores their union (the same search, restricted to the union's ids)."""
-        if prefetch.filter or prefetch.using != ITEM_VECTOR or prefetch.lookup_from:
+        if prefetch.filter or prefetch.using not in (ITEM_VECTOR, COLLAB) or prefetch.lookup_from:
             raise Unsupported("filtered, foreign-vector or lookup prefetch")
         if prefetch.score_threshold is not None:
             raise Unsupported("prefetch score_threshold")
@@ -196,23 +213,34 @@ class Engine:
                 union[rows] = True
             if not union.any():
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-            return self._nearest(prefetch.query, limit, allowed & union)
-        return self._nearest(prefetch.query, limit, allowed)
+            return self._nearest(prefetch.query, limit, allowed & union, prefetch.using)
+        return self._nearest(prefetch.query, limit, allowed, prefetch.using)
 
     def _nearest(
-        self, vector: list[float], limit: int, allowed: npt.NDArray[np.bool_]
+        self,
+        vector: list[float],
+        limit: int,
+        allowed: npt.NDArray[np.bool_],
+        using: str | None = ITEM_VECTOR,
     ) -> tuple[npt.NDArray[np.int64], FloatArray]:
-        """Exact nearest search: cosine (float32 rows · unit float64 query), the ``limit`` best
-        allowed rows, exact ties to the lower row."""
+        """Exact nearest search, the ``limit`` best allowed rows, exact ties to the lower row:
+        cosine on ``content`` (float32 rows · unit float64 query), dot product on ``collab``
+        (items without a collab vector are not found, as in the store)."""
         query = np.array(vector)
         key = None
         if self._memo is not None:
-            key = (query.tobytes(), limit, np.packbits(allowed).tobytes())
+            key = (str(using), query.tobytes(), limit, np.packbits(allowed).tobytes())
             if key in self._memo:
                 return self._memo[key]
-        norm = np.linalg.norm(query)
-        query = query / np.where(norm != 0.0, norm, 1e-12)
-        sims = np.dot(self._matrix64, query)
+        if using == COLLAB:
+            if self._collab64 is None or self.index.has_collab is None:
+                raise Unsupported("a collab prefetch on items without collab vectors")
+            sims = np.dot(self._collab64, query)
+            allowed = allowed & self.index.has_collab
+        else:
+            norm = np.linalg.norm(query)
+            query = query / np.where(norm != 0.0, norm, 1e-12)
+            sims = np.dot(self._matrix64, query)
         order = np.argsort(-sims, kind="stable")  # exact ties: the lower row first
         order = order[allowed[order]][:limit]
         found = (order.astype(np.int64), sims[order])

@@ -20,10 +20,12 @@ from bench.eval.engine import ItemIndex
 from bench.eval.methods import World
 from bench.eval.world import fold_users, load_items, open_folder, open_store, read_users
 from bench.movielens import MovieLens, UserSplit, popularity
+from models.collab import CollabSpec
 from models.profile import InterestSpec
 from models.recommend import Recommender
 from models.settings import RecommendSettings
 from models.store import InterestStore
+from streams.embed.collab import CollabRefresher
 
 
 @contextlib.contextmanager
@@ -36,18 +38,23 @@ def fast_world(
     *,
     settings: RecommendSettings | None = None,
     memo: bool = False,
+    collab: CollabSpec | None = None,
 ) -> Iterator[World]:
     """A fresh embedded Qdrant (a temp dir unless ``path``) with items and folded users, scored
     by a Recommender with ``settings``; ``memo`` keeps prefetch results for re-scoring with
-    other weights (tuning)."""
+    other weights (tuning). With ``collab`` the fold keeps the users' engagement lists and the
+    items' collaborative vectors are rebuilt from them afterwards (the embed worker's
+    :class:`~streams.embed.collab.CollabRefresher`, as when it stops)."""
     with contextlib.ExitStack() as stack:
         if path is None:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ml-eval-")))
-        store = open_store(path, int(vectors.shape[1]), spec)
+        store = open_store(path, int(vectors.shape[1]), spec, collab)
         try:
             counts = popularity(splits)
             load_items(store, data, vectors, counts)
-            report = fold_users(store, data, splits, spec)
+            report = fold_users(store, data, splits, spec, collab=collab)
+            if collab is not None:
+                CollabRefresher(store, collab).refresh()
         finally:
             store.close()
         if report.skipped:

@@ -5,12 +5,18 @@ come from calls with ``limit=10`` and ``limit=50`` (recommend's candidate depth 
 
 - ``random``: a seeded shuffle of the candidates;
 - ``popularity``: most interactions in the training part first;
+- ``item-kNN`` and ``EASE``: the classical anchors (:mod:`bench.eval.baselines`), fitted on the
+  binary training matrix of the same profile parts;
 - ``mean vector``: one :class:`~models.interests.DimensionSpec` over every positive event with a
   365-day half-life (:func:`bench.eval.config.mean_spec`, computed by
   :func:`models.profile.batch_compute`), nearest items by cosine — a single-vector search;
-- ``<dimension> alone``: ``Recommender.recommend(dimensions=[d])`` without negatives or prior;
+- ``<dimension> alone``: ``Recommender.recommend(dimensions=[d])`` without negatives or prior
+  (``collab alone``: the collaborative dimension, :mod:`models.collab`);
+- ``default without collab``: the default recommend with the collaborative weight at 0 (the
+  language-model dimensions, negatives and prior only);
 - ``fusion, no prior``: the default fused recommend with ``popularity_weight=0``;
-- ``default recommend``: fused dimensions and clusters, negatives, popularity prior.
+- ``default recommend``: fused dimensions, clusters and the collaborative dimension, negatives,
+  popularity prior.
 
 Recommend variants are planned exactly as ``Recommender.recommend`` plans them and answered by
 :mod:`bench.eval.engine`; users the Recommender would answer with its popularity fallback get the
@@ -27,11 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.eval.baselines import ease_weights, knn_weights, top_unseen, training_matrix
 from bench.eval.config import MEAN_DIMENSION, EvalParams, mean_spec
 from bench.eval.engine import Engine, ItemIndex, recommend_ids
 from bench.eval.metrics import MethodScore, user_metrics
 from bench.eval.world import user_job
 from bench.movielens import MovieLens, UserSplit
+from models.collab import COLLAB
 from models.interests import Observation
 from models.profile import batch_compute
 from models.query_plan import INTERESTS, FloatArray, centered_queries
@@ -55,6 +63,7 @@ class World:
     memo: bool = False  # keep prefetch results (tuning re-asks them with other weights)
     engine: Engine = field(init=False)
     row_of_item: dict[str, int] = field(init=False)
+    fitted: dict[str, Any] = field(init=False, default_factory=dict)  # baselines, per world
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.index, memo=self.memo)
@@ -89,26 +98,34 @@ def recommend_variants(params: EvalParams | None = None) -> dict[str, dict[str, 
         "short_term alone": {"dimensions": ["short_term"], **alone},
         "long_term alone": {"dimensions": ["long_term"], **alone},
         "interests alone": {"dimensions": [INTERESTS], **alone},
+        "collab alone": {"dimensions": [COLLAB], **alone},
+        "default without collab": {"weights": {COLLAB: 0.0}},
         "fusion, no prior": {"popularity_weight": 0.0},
         "default recommend": {},
     }
 
 
-def _recommend(options: Mapping[str, Any]) -> Method:
+def recommend_method(options: Mapping[str, Any], limits: Sequence[int] = (10, 50)) -> Method:
+    """A recommend variant: its top 10 and top 50 from calls with those limits (``limits=(50,)``:
+    the top 10 is read off the top-50 call)."""
+
     def run(world: World, split: UserSplit) -> tuple[Ranking, str]:
         user = world.users.get(split.user_id)
         seen = sorted(split.seen)
         top = {}
         strategy = "personal"
-        for limit in (10, 50):
+        for limit in limits:
             ids, strategy = recommend_ids(
                 world.engine, world.recommender, split.user_id, user,
                 limit=limit, exclude_items=seen, **options,
             )  # fmt: skip
             top[limit] = ids
-        return (top[10], top[50]), strategy
+        return (top.get(10, top[50][:10]), top[50]), strategy
 
     return run
+
+
+_recommend = recommend_method
 
 
 def _candidates(world: World, split: UserSplit) -> list[str]:
@@ -169,10 +186,36 @@ def mean_vector_method(half_life_s: float | None = None, *, centred: bool = Fals
     return run
 
 
-def all_methods(params: EvalParams, seed: int = 0) -> dict[str, Method]:
+def item_item_method(name: str, fit: Callable[[Any], Any]) -> Method:
+    """A baseline scoring ``x_u · W`` with ``W = fit(X)`` (:mod:`bench.eval.baselines`), fitted
+    once per world on its splits' profile parts."""
+
+    def run(world: World, split: UserSplit) -> tuple[Ranking, str]:
+        items = list(world.data.movies)
+        if name not in world.fitted:
+            x = training_matrix(world.splits, items)
+            rows = {s.user_id: k for k, s in enumerate(world.splits)}
+            world.fitted[name] = (fit(x), x, rows, {item: k for k, item in enumerate(items)})
+        weights, x, rows, row_of = world.fitted[name]
+        top = top_unseen(x[rows[split.user_id]] @ weights, split, items, row_of, 50)
+        return (top[:10], top), "item-item"
+
+    return run
+
+
+def baseline_methods(ease_lambda: float) -> dict[str, Method]:
+    """The classical anchors: item-kNN and EASE with ``λ = ease_lambda``."""
+    return {
+        "item-kNN": item_item_method("item-kNN", knn_weights),
+        "EASE": item_item_method(f"EASE {ease_lambda:g}", lambda x: ease_weights(x, ease_lambda)),
+    }
+
+
+def all_methods(params: EvalParams, seed: int = 0, ease_lambda: float = 500.0) -> dict[str, Method]:
     methods: dict[str, Method] = {
         "random": random_method(seed),
         "popularity": popularity_method,
+        **baseline_methods(ease_lambda),
         "mean vector (365d, all positives)": mean_vector_method(),
         "mean vector, centred (365d)": mean_vector_method(centred=True),
     }

@@ -119,7 +119,7 @@ class Pipeline:
     ) -> PipelineReport:
         report = PipelineReport(users=len(splits))
         spec = self.params.spec()
-        store = open_store(self.qdrant_path, int(vectors.shape[1]), spec)
+        store = open_store(self.qdrant_path, int(vectors.shape[1]), spec, self.params.collab_spec())
         try:
             load_items(store, data, vectors, popularity(splits))
         finally:

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from bench.movielens import MovieLens, UserSplit, default_cache_dir
 from models.catalog import item_embedding_text
+from models.collab import COLLAB, DISTANCE, CollabSpec
 from models.profile import InterestSpec
 from models.settings import BUNDLED_MODEL_NAME, ModelSettings, QdrantSettings
 from models.store import InterestStore, StoredUser
@@ -101,10 +102,14 @@ def open_folder(path: Path, dimension: int) -> InterestStore:
     return InterestStore(EdgeBackend(path), dimension=dimension, settings=store_settings(path))
 
 
-def open_store(path: Path, dimension: int, spec: InterestSpec) -> InterestStore:
-    """Embedded Qdrant in ``path`` with the ``items`` and ``users`` collections."""
+def open_store(
+    path: Path, dimension: int, spec: InterestSpec, collab: CollabSpec | None = None
+) -> InterestStore:
+    """Embedded Qdrant in ``path`` with the ``items`` and ``users`` collections (the items with
+    a ``collab`` vector when ``collab`` is given, as the embed worker creates them)."""
     store = open_folder(path, dimension)
-    store.ensure_collections(dimension, spec.vector_names())
+    extra = {COLLAB: (collab.rank, DISTANCE)} if collab is not None else None
+    store.ensure_collections(dimension, spec.vector_names(), extra)
     return store
 
 
@@ -159,10 +164,13 @@ def fold_users(
     spec: InterestSpec,
     *,
     batch_users: int = 128,
+    collab: CollabSpec | None = None,
 ) -> FoldReport:
-    """Every split's profile through ``JobFolder.apply``, ``batch_users`` users per step."""
+    """Every split's profile through ``JobFolder.apply``, ``batch_users`` users per step (with
+    the users' engagement lists when ``collab`` is given, as the embed worker folds them)."""
     assert store.dimension is not None
-    folder = JobFolder(store, _ItemsOnly(store.dimension), spec)  # type: ignore[arg-type]
+    encoder = _ItemsOnly(store.dimension)
+    folder = JobFolder(store, encoder, spec, collab=collab)  # type: ignore[arg-type]
     total = FoldReport()
     jobs = [user_job(data, s) for s in splits]
     for start in range(0, len(jobs), batch_users):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from models.store.base import (
     ITEM_VECTOR,
     LIVE_ITEM_FIELDS,
+    LIVE_ITEM_VECTORS,
     POINT_NAMESPACE,
     POPULARITY_FIELD,
     CollectionLayout,
@@ -39,6 +40,7 @@ from models.store.interest_store import (
 __all__ = [
     "ITEM_VECTOR",
     "LIVE_ITEM_FIELDS",
+    "LIVE_ITEM_VECTORS",
     "POINT_NAMESPACE",
     "POPULARITY_FIELD",
     "CollectionLayout",

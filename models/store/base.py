@@ -40,6 +40,8 @@ POPULARITY_FIELD: Final = "popularity"
 #: Item payload fields the workers maintain, not the catalog: ``upsert_items`` keeps their
 #: stored values when it re-writes an existing item.
 LIVE_ITEM_FIELDS: Final = (POPULARITY_FIELD,)
+#: Item vectors the workers derive (the collaborative vector, :mod:`models.collab`): kept too.
+LIVE_ITEM_VECTORS: Final = ("collab",)
 
 
 class StoreError(RuntimeError):
@@ -106,6 +108,9 @@ class CollectionLayout:
     hnsw_ef_construct: int = 100
     payload_on_disk: bool = True
     payload_indexes: Mapping[str, PayloadIndexKind] = field(default_factory=dict)
+    extra_vectors: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    """Named vectors with a size and distance of their own, ``{name: (size, "Dot")}`` (the
+    items' collaborative vector): stored like the others, searched with their own distance."""
 
     def bytes_per_point(self) -> dict[str, int]:
         """Estimated bytes per point by component, for sizing (payload not included).
@@ -118,10 +123,13 @@ class CollectionLayout:
         >>> CollectionLayout(("a", "b"), 384, "disk").bytes_per_point()
         {'vectors_ram': 0, 'vectors_disk': 3072, 'index_ram': 0}
         """
-        raw = 4 * self.dimension * len(self.vector_names)
-        ram = {"ram": raw, "disk": 0, "int8": self.dimension * len(self.vector_names)}
+        floats = self.dimension * len(self.vector_names)
+        floats += sum(size for size, _ in self.extra_vectors.values())
+        raw = 4 * floats
+        ram = {"ram": raw, "disk": 0, "int8": floats}
         disk = {"ram": 0, "disk": raw, "int8": raw}
-        index = 2 * self.hnsw_m * 4 * len(self.vector_names) if self.searched else 0
+        count = len(self.vector_names) + len(self.extra_vectors)
+        index = 2 * self.hnsw_m * 4 * count if self.searched else 0
         return {
             "vectors_ram": ram[self.storage],
             "vectors_disk": disk[self.storage],
@@ -176,6 +184,21 @@ class StoreBackend(Protocol):
         ...
 
     def delete(self, collection: str, ids: PointIds) -> None: ...
+
+    def update_vectors(
+        self, collection: str, vectors: Mapping[str, Mapping[str, list[float]]]
+    ) -> None:
+        """Replace some named vectors of existing points (``{point id: {name: vector}}``); the
+        point's other vectors and its payload stay."""
+        ...
+
+    def add_vector(self, collection: str, name: str, size: int, distance: str) -> None:
+        """Add a named vector to an existing collection (points have none of it yet)."""
+        ...
+
+    def drop_vector(self, collection: str, name: str) -> None:
+        """Remove a named vector from a collection, with every point's value of it."""
+        ...
 
     def scroll(
         self,

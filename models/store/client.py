@@ -104,9 +104,16 @@ class ClientBackend:
             quantization_config=quantization,
             hnsw_config=hnsw,
         )
+        extra = {
+            name: qm.VectorParams(
+                size=size, distance=qm.Distance(dist), on_disk=layout.storage != "ram",
+                hnsw_config=hnsw,
+            )
+            for name, (size, dist) in layout.extra_vectors.items()
+        }  # fmt: skip
         self.client.create_collection(
             collection,
-            vectors_config={name: params for name in layout.vector_names},
+            vectors_config={**{name: params for name in layout.vector_names}, **extra},
             on_disk_payload=layout.payload_on_disk,
             hnsw_config=hnsw,
         )
@@ -160,6 +167,27 @@ class ClientBackend:
                 for pid, p in payloads.items()
             ]
             self._call(self.client.batch_update_points, collection, update_operations=ops)
+
+    def update_vectors(
+        self, collection: str, vectors: Mapping[str, Mapping[str, list[float]]]
+    ) -> None:
+        if vectors:
+            points = [
+                qm.PointVectors(id=pid, vector={k: list(v) for k, v in named.items()})
+                for pid, named in vectors.items()
+            ]
+            self._call(self.client.update_vectors, collection, points=points, wait=True)
+
+    def add_vector(self, collection: str, name: str, size: int, distance: str) -> None:
+        self._call(
+            self.client.create_vector_name, collection, vector_name=name,
+            vector_name_config=qm.DenseVectorNameConfig(
+                dense=qm.DenseVectorConfig(size=size, distance=qm.Distance(distance))
+            ),
+        )  # fmt: skip
+
+    def drop_vector(self, collection: str, name: str) -> None:
+        self._call(self.client.delete_vector_name, collection, vector_name=name)
 
     def delete(self, collection: str, ids: PointIds) -> None:
         if ids:

@@ -49,6 +49,7 @@ from models.store.base import (
 
 LAYOUT_FILE: Final = "interest-stream.json"
 LOCK_FILE: Final = ".lock"
+_DISTANCES: Final = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot}
 _INDEX_KINDS: Final = {
     "keyword": qe.PayloadSchemaType.Keyword,
     "integer": qe.PayloadSchemaType.Integer,
@@ -116,7 +117,10 @@ class EdgeBackend:
         for field, kind in layout.payload_indexes.items():
             shard.update(qe.UpdateOperation.create_field_index(field, _INDEX_KINDS[kind]))
         description = {
-            "vectors": {name: [layout.dimension, "Cosine"] for name in layout.vector_names},
+            "vectors": {
+                **{name: [layout.dimension, "Cosine"] for name in layout.vector_names},
+                **{name: [size, dist] for name, (size, dist) in layout.extra_vectors.items()},
+            },
             "layout": {
                 "storage": layout.storage,
                 "searched": layout.searched,
@@ -128,11 +132,31 @@ class EdgeBackend:
         }
         shard.flush()
         # Written last: a folder without it is a creation that did not finish.
+        self._write_layout(collection, description)
+        self._shards[collection] = shard
+
+    def _write_layout(self, collection: str, description: dict[str, Any]) -> None:
+        folder = self._dir(collection)
         tmp = folder / (LAYOUT_FILE + ".tmp")
         tmp.write_text(json.dumps(description, indent=1))
         os.replace(tmp, folder / LAYOUT_FILE)
-        self._shards[collection] = shard
         self._layouts[collection] = description
+
+    def add_vector(self, collection: str, name: str, size: int, distance: str) -> None:
+        shard = self._shard(collection)
+        _apply(shard, qe.UpdateOperation.create_dense_vector(name, size, _DISTANCES[distance]))
+        shard.flush()
+        description = dict(self._layouts[collection])
+        description["vectors"] = {**description["vectors"], name: [size, distance]}
+        self._write_layout(collection, description)
+
+    def drop_vector(self, collection: str, name: str) -> None:
+        shard = self._shard(collection)
+        _apply(shard, qe.UpdateOperation.delete_vector_name(name))
+        shard.flush()
+        description = dict(self._layouts[collection])
+        description["vectors"] = {k: v for k, v in description["vectors"].items() if k != name}
+        self._write_layout(collection, description)
 
     def vector_params(self, collection: str) -> dict[str, tuple[int, str]]:
         self._shard(collection)
@@ -168,6 +192,16 @@ class EdgeBackend:
             for p in points
         ]
         self._update(collection, qe.UpdateOperation.upsert_points(edge_points))
+
+    def update_vectors(
+        self, collection: str, vectors: Mapping[str, Mapping[str, list[float]]]
+    ) -> None:
+        if vectors:
+            points = [
+                qe.PointVectors(tr.point_id(pid), cast("qe.Vector", _vectors_in(named)))
+                for pid, named in vectors.items()
+            ]
+            self._update(collection, qe.UpdateOperation.update_vectors(points))
 
     def set_payload(self, collection: str, payload: Mapping[str, Any], ids: PointIds) -> None:
         if ids:
@@ -333,8 +367,14 @@ def edge_config(layout: CollectionLayout) -> qe.EdgeConfig:
         quantization_config=quantization,
         hnsw_config=hnsw,
     )
+    extra = {
+        name: qe.EdgeVectorParams(
+            size=size, distance=_DISTANCES[dist], memory=memory, hnsw_config=hnsw
+        )
+        for name, (size, dist) in layout.extra_vectors.items()
+    }
     return qe.EdgeConfig(
-        vectors={name: params for name in layout.vector_names},
+        vectors={**{name: params for name in layout.vector_names}, **extra},
         hnsw_config=hnsw,
         payload_memory=qe.Memory.Cold if layout.payload_on_disk else qe.Memory.Cached,
         wal_enabled=True,

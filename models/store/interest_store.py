@@ -25,7 +25,7 @@ nothing else in the project holds a Qdrant client.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from models.settings import QdrantSettings
 from models.store.base import (
     ITEM_VECTOR,
     LIVE_ITEM_FIELDS,
+    LIVE_ITEM_VECTORS,
     POPULARITY_FIELD,
     CollectionLayout,
     CollectionNotFound,
@@ -138,8 +139,14 @@ class InterestStore:
 
     # -- collections ---------------------------------------------------------------------------
 
-    def layouts(self, dimension: int, vector_names: Sequence[str]) -> dict[str, CollectionLayout]:
-        """How ``items`` and ``users`` are created, from the sizing settings."""
+    def layouts(
+        self,
+        dimension: int,
+        vector_names: Sequence[str],
+        item_vectors: Mapping[str, tuple[int, str]] | None = None,
+    ) -> dict[str, CollectionLayout]:
+        """How ``items`` and ``users`` are created, from the sizing settings; ``item_vectors``
+        are the items' vectors beyond ``content`` (``{"collab": (32, "Dot")}``)."""
         s = self.settings
         return {
             self.items_collection: CollectionLayout(
@@ -155,6 +162,7 @@ class InterestStore:
                     "item_id": "keyword",
                     **s.item_payload_indexes,
                 },
+                extra_vectors=dict(item_vectors or {}),
             ),
             self.users_collection: CollectionLayout(
                 tuple(vector_names),
@@ -166,25 +174,34 @@ class InterestStore:
             ),
         }
 
-    def ensure_collections(self, dimension: int, vector_names: Sequence[str]) -> None:
+    def ensure_collections(
+        self,
+        dimension: int,
+        vector_names: Sequence[str],
+        item_vectors: Mapping[str, tuple[int, str]] | None = None,
+    ) -> None:
         """Create ``items`` and ``users`` if missing; check them if they exist.
 
         An existing collection must have every requested vector at ``dimension`` with cosine
         distance (extra vectors are tolerated, e.g. after lowering K); otherwise
         ``StoreSchemaError`` — changing the model or adding dimensions needs a new collection.
+        ``item_vectors`` (derived vectors such as ``collab``, rebuilt from the users' points) are
+        added to an existing items collection that lacks them, and replaced — emptied — when
+        their size or distance changed.
         """
         if not vector_names:
             raise ValueError("vector_names must not be empty")
         if len(set(vector_names)) != len(vector_names):
             raise ValueError(f"duplicate vector names: {list(vector_names)}")
         self.dimension = dimension
-        for name, layout in self.layouts(dimension, vector_names).items():
+        for name, layout in self.layouts(dimension, vector_names, item_vectors).items():
             self._ensure(name, layout)
 
     def _ensure(self, name: str, layout: CollectionLayout) -> None:
         if not self.backend.collection_exists(name):
             self.backend.create_collection(name, layout)
             return
+        self._ensure_extra_vectors(name, layout)
         have = self.backend.vector_params(name)
         problems = []
         for v in layout.vector_names:
@@ -200,6 +217,25 @@ class InterestStore:
                 f"collection {name!r} does not match the configuration ({'; '.join(problems)}); "
                 "a different model or new dimensions need a fresh collection"
             )
+
+    def _ensure_extra_vectors(self, name: str, layout: CollectionLayout) -> None:
+        """Derived vectors: added when missing, re-made empty when their shape changed."""
+        if not layout.extra_vectors:
+            return
+        have = self.backend.vector_params(name)
+        for vector, (size, distance) in layout.extra_vectors.items():
+            if have.get(vector) == (size, distance):
+                continue
+            if vector in have:
+                self.backend.drop_vector(name, vector)
+            self.backend.add_vector(name, vector, size, distance)
+
+    def item_vector_names(self) -> dict[str, tuple[int, str]]:
+        """``{name: (size, distance)}`` of the items collection's vectors (empty without it)."""
+        try:
+            return self.backend.vector_params(self.items_collection)
+        except CollectionNotFound:
+            return {}
 
     def has_users(self) -> bool:
         """Whether the users collection exists (a fresh store has none until the first fold)."""
@@ -256,24 +292,63 @@ class InterestStore:
 
     # -- items ---------------------------------------------------------------------------------
 
-    def get_item_vectors(self, item_ids: Iterable[str]) -> dict[str, Float32Array]:
-        """Content vectors (float32, unit) of those of ``item_ids`` that exist; one request."""
+    def get_item_vectors(
+        self, item_ids: Iterable[str], vector: str = ITEM_VECTOR
+    ) -> dict[str, Float32Array]:
+        """Vectors ``vector`` (float32; ``content`` is unit) of those of ``item_ids`` that exist
+        and have one; one request."""
         by_point = {item_point_id(i): i for i in item_ids}
         if not by_point:
             return {}
         try:
             records = self.backend.retrieve(
-                self.items_collection, list(by_point), with_payload=False, with_vectors=True
+                self.items_collection, list(by_point), with_payload=False, with_vectors=[vector]
             )
         except CollectionNotFound:
             return {}
         out: dict[str, Float32Array] = {}
         for rec in records:
             item_id = by_point.get(str(rec.id))
-            vector = named_vectors(rec.vector).get(ITEM_VECTOR)
-            if item_id is not None and vector is not None:
-                out[item_id] = vector
+            vector_value = named_vectors(rec.vector).get(vector)
+            if item_id is not None and vector_value is not None:
+                out[item_id] = vector_value
         return out
+
+    def set_item_vectors(self, name: str, vectors: Mapping[str, VectorLike]) -> None:
+        """Set the named vector ``name`` of existing items (``{item_id: vector}``; one request):
+        the items' other vectors and payload stay. Vectors must be finite (zero is allowed:
+        derived vectors are scored by dot product)."""
+        points: dict[str, dict[str, list[float]]] = {}
+        for item_id, vector in vectors.items():
+            arr = np.asarray(vector, dtype=np.float32)
+            if arr.ndim != 1 or not arr.size or not np.all(np.isfinite(arr)):
+                raise ValueError(f"item {item_id!r} vector {name!r}: not a finite 1-d vector")
+            points[item_point_id(item_id)] = {name: arr.tolist()}
+        self.backend.update_vectors(self.items_collection, points)
+
+    def scroll_all(
+        self,
+        collection: str,
+        *,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+        batch: int = 512,
+    ) -> Iterator[list[qm.Record]]:
+        """Every point of ``collection`` in point-id order, ``batch`` at a time (nothing when
+        the collection does not exist)."""
+        offset: str | int | None = None
+        while True:
+            try:
+                records, offset = self.backend.scroll(
+                    collection, limit=batch, offset=offset, with_payload=with_payload,
+                    with_vectors=with_vectors,
+                )  # fmt: skip
+            except CollectionNotFound:
+                return
+            if records:
+                yield records
+            if offset is None:
+                return
 
     def upsert_items(self, items: Sequence[ItemWrite]) -> None:
         """Write items (two requests: one retrieve, one upsert, durable on return).
@@ -282,6 +357,7 @@ class InterestStore:
         ``item_id``), except the live fields (``LIVE_ITEM_FIELDS``: ``popularity``): an item
         that already has one keeps its stored value, so re-loading the catalog does not reset
         what the workers measured; a value in ``payload`` only seeds an item that has none.
+        Likewise an item keeps its derived vectors (``LIVE_ITEM_VECTORS``: ``collab``).
         Later entries for the same item win.
 
         Against a Qdrant server, a popularity value another process sets between the two
@@ -301,17 +377,24 @@ class InterestStore:
             )
         if not points:
             return
+        live_vectors = [v for v in LIVE_ITEM_VECTORS if v in self.item_vector_names()]
         stored = self.backend.retrieve(
             self.items_collection,
             list(points),
             with_payload=list(LIVE_ITEM_FIELDS),
-            with_vectors=False,
+            with_vectors=live_vectors or False,
         )
         for rec in stored:
             point = points.get(str(rec.id))
+            if point is None:
+                continue
             live = {k: v for k, v in (rec.payload or {}).items() if k in LIVE_ITEM_FIELDS}
-            if point is not None and point.payload is not None and live:
+            if point.payload is not None and live:
                 point.payload.update(live)
+            stored_vectors = named_vectors(rec.vector)
+            kept = {k: stored_vectors[k].tolist() for k in live_vectors if k in stored_vectors}
+            if kept and isinstance(point.vector, dict):
+                point.vector.update(kept)
         self.backend.upsert(self.items_collection, list(points.values()))
 
     def set_item_popularity(self, values: Mapping[str, float]) -> int:

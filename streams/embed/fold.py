@@ -8,6 +8,10 @@ encoder's cache) and one ``users`` upsert — whatever the number of jobs and us
 Idempotence: the stored ``seq`` is the number ``n`` of the last event folded in. Events with
 ``n <= seq`` are dropped before folding, so a replayed or re-cut job changes nothing.
 
+With the collaborative dimension on (``collab``), the point also keeps the user's engaged items
+(``payload["engaged"]``, :func:`models.collab.engaged_update`), folded past ``seq`` like the rest,
+from which :mod:`streams.embed.collab` rebuilds the items' collaborative vectors.
+
 Which vector an event gets: the item's vector from ``items`` when the event names an item that is
 there (item and event text share the model, so they are comparable); else the event's text
 embedded; else none — the event is counted under ``no_vector`` and skipped for vectors (it still
@@ -33,6 +37,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.collab import (
+    COLLAB,
+    DISTANCE,
+    ENGAGED_KEY,
+    CollabSpec,
+    engaged_from_payload,
+    engaged_to_payload,
+    engaged_update,
+)
 from models.encoder import Encoder
 from models.interests import Observation, StateError
 from models.profile import InterestSpec, UserInterests
@@ -88,18 +101,24 @@ class JobFolder:
         encoder: Encoder,
         spec: InterestSpec,
         recent_items_cap: int = 200,
+        collab: CollabSpec | None = None,
     ) -> None:
+        """``collab``: keep each user's engaged items (``payload["engaged"]``, the statistics of
+        the collaborative dimension, :mod:`models.collab`) and give items a ``collab`` vector;
+        ``None``: neither."""
         self.store = store
         self.encoder = encoder
         self.spec = spec
         self.recent_items_cap = recent_items_cap
+        self.collab = collab
         self._collections_ready = False
 
     def ensure_collections(self) -> None:
         """Create ``users``/``items`` if missing; done on first use so an unreachable Qdrant
         at start-up is retried like any other store failure instead of killing the worker."""
         if not self._collections_ready:
-            self.store.ensure_collections(self.encoder.dimension, self.spec.vector_names())
+            extra = {COLLAB: (self.collab.rank, DISTANCE)} if self.collab is not None else None
+            self.store.ensure_collections(self.encoder.dimension, self.spec.vector_names(), extra)
             self._collections_ready = True
 
     def apply(self, jobs: Sequence[UpdateJob], now_ms: int | None = None) -> FoldReport:
@@ -196,6 +215,13 @@ class JobFolder:
                 previous.get("recent_items", ()), events, self.recent_items_cap
             ),
         }
+        if self.collab is not None:
+            engaged = engaged_update(
+                engaged_from_payload(previous),
+                [(e.item_id, e.ts_ms, e.weight) for e in events],
+                self.collab.user_items,
+            )
+            payload[ENGAGED_KEY] = engaged_to_payload(engaged)
         return user_id, named, payload
 
     def _vectors(

@@ -92,6 +92,14 @@ class EmbedMetrics:
             "Wall time of the last completed batch",
             registry=r,
         )
+        self.collab_rebuilds = Counter(
+            "interest_embed_collab_rebuilds",
+            "Rebuilds of the items' collaborative vectors from the users' engagement lists",
+            registry=r,
+        )
+        self.collab_rebuild_seconds = Gauge(
+            "interest_embed_collab_rebuild_seconds", "Duration of the last rebuild", registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,6 +15,11 @@ batch the latest value per item is set with ``set_payload`` on items that exist 
 (no point is created; a value for an unknown item is dropped and counted), on the store
 thread, retried like the jobs. Setting a value is idempotent, so replays are harmless.
 
+The collaborative dimension (:mod:`models.collab`): the fold keeps every user's engaged items in
+the user point, and every ``INTEREST_COLLAB_REFRESH_INTERVAL_S`` (when something was folded since)
+and once more when the worker stops, :class:`streams.embed.collab.CollabRefresher` rebuilds the
+items' ``collab`` vectors from them, on the store thread between batches.
+
 Lifecycle, like uvicorn's ``Server``: :meth:`EmbedWorker.startup` (topics, model, store, consumer),
 :meth:`EmbedWorker.main_loop`, :meth:`EmbedWorker.shutdown` (commit, close). SIGTERM/SIGINT ask
 for a graceful exit — the batch in hand is finished and committed; a second signal exits at once.
@@ -39,12 +44,13 @@ from prometheus_client import Counter as PromCounter
 
 from models.encoder import Encoder, ModelLoadError
 from models.profile import InterestSpec
-from models.settings import ModelSettings, ProfileSettings, QdrantSettings
+from models.settings import CollabSettings, ModelSettings, ProfileSettings, QdrantSettings
 from models.store import InterestStore, LegacyStoreError, StoreLockedError, StoreSchemaError
 from streams.contracts.dlq import DeadLetter, kafka_source
 from streams.contracts.jobs import InvalidJob, UpdateJob
 from streams.contracts.popularity import InvalidRecord, PopularityUpdate
 from streams.embed.api import ApiServer
+from streams.embed.collab import CollabRefresher
 from streams.embed.fold import FoldReport, JobFolder
 from streams.embed.metrics import EmbedMetrics
 from streams.lag import LagCollector
@@ -96,6 +102,7 @@ class EmbedWorker:
         qdrant: QdrantSettings,
         spec: InterestSpec | None = None,
         api: ApiSettings | None = None,
+        collab: CollabSettings | None = None,
     ) -> None:
         self.kafka = kafka
         self.topics = topics
@@ -104,6 +111,11 @@ class EmbedWorker:
         self.qdrant_settings = qdrant
         # The interest math: INTEREST_PROFILE_* / [profile] unless a spec is given.
         self.spec = spec if spec is not None else ProfileSettings().spec()
+        # The collaborative dimension: INTEREST_COLLAB_* / [collab] unless given.
+        self.collab = collab if collab is not None else CollabSettings()
+        self._refresher: CollabRefresher | None = None
+        self._collab_pending = False  # something folded since the last rebuild
+        self._last_rebuild = time.monotonic()
         self.stats = EmbedStats()
         self.metrics = EmbedMetrics()
         self.api_settings = api
@@ -157,7 +169,10 @@ class EmbedWorker:
         self.encoder = encoder
         store = InterestStore.from_settings(self.qdrant_settings, encoder.dimension)
         self._store = store
-        self._folder = JobFolder(store, encoder, self.spec)
+        collab_spec = self.collab.spec() if self.collab.enabled else None
+        self._folder = JobFolder(store, encoder, self.spec, collab=collab_spec)
+        if collab_spec is not None:
+            self._refresher = CollabRefresher(store, collab_spec)
         # Lag of this worker's own group, read from the brokers when /metrics is scraped.
         self.lag = LagCollector(
             self.kafka, [self.settings.group_id], registry=self.metrics.registry
@@ -201,6 +216,9 @@ class EmbedWorker:
             )
             if batch:
                 await self.process(batch)
+            every = self.collab.refresh_interval_s
+            if self._collab_pending and every and time.monotonic() - self._last_rebuild >= every:
+                await self.rebuild_collab()
             interval = self.settings.optimize_interval_s
             if interval and time.monotonic() - last_optimize >= interval:
                 await self.optimize_store()
@@ -224,8 +242,30 @@ class EmbedWorker:
         if done:
             log.info("store optimized in %.1f s", time.monotonic() - started)
 
+    async def rebuild_collab(self) -> None:
+        """Rebuild the items' collaborative vectors now, on the store thread; a failure is
+        logged and counted, never fatal (the vectors stay as they were, the next try follows)."""
+        if self._refresher is None or self._store is None:
+            return
+        refresher = self._refresher
+        try:
+            report = await asyncio.get_running_loop().run_in_executor(
+                self._store_executor, refresher.refresh
+            )
+        except Exception:
+            log.exception("rebuilding the collaborative vectors failed; the next try follows")
+            self.metrics.store_errors.inc()
+            return
+        finally:
+            self._last_rebuild = time.monotonic()
+        self._collab_pending = False
+        self.metrics.collab_rebuilds.inc()
+        self.metrics.collab_rebuild_seconds.set(report.seconds)
+
     async def shutdown(self) -> None:
         self.metrics.consuming.set(0)
+        if self._collab_pending and self.collab.refresh_on_stop and not self.force_exit:
+            await self.rebuild_collab()  # what the store holds last reflects every fold
         if self.api is not None:
             await self.api.stop()
             self.api = None
@@ -339,6 +379,7 @@ class EmbedWorker:
             if report is None:
                 return  # asked to exit while the store was failing: nothing committed
             self._record(report, len(jobs), time.monotonic() - started)
+            self._collab_pending = self._collab_pending or report.users > 0
         if popularity:
             applied = await self._retry(
                 lambda: self._set_popularity(popularity), f"{len(popularity)} popularity values"

@@ -3,7 +3,10 @@
 ``python -m bench.eval --users 40`` twice — once straight through the models/ code, once with
 ``--pipeline`` (the real broker, stream and embed workers as child processes) — must produce the
 same top-10 and top-50 lists for every user and method, hence the same metrics; and the fast
-scorer must agree with ``Recommender.recommend`` on both stores. Needs the RecBole wheel from PyPI
+scorer must agree with ``Recommender.recommend`` on both stores. The collaborative dimension is
+in both: the embed worker rebuilds the items' vectors when it stops, the fast mode runs the same
+rebuild after its fold, so their lists agree only if the streamed statistics equal the offline
+ones. Needs the RecBole wheel from PyPI
 (cached under ~/.cache/interest-stream/movielens); skipped when it cannot be downloaded.
 """
 
@@ -40,7 +43,7 @@ def run_eval(tmp_path: Path, kafka: KafkaSettings, *args: str) -> dict[str, Any]
     env = {**os.environ, "INTEREST_KAFKA_BOOTSTRAP": kafka.bootstrap}
     done = subprocess.run(
         [sys.executable, "-m", "bench.eval", "--users", str(USERS), "--rankings", "--check", "5",
-         "--out", str(out), *args],
+         "--ease-lambda", "500", "--no-cold", "--out", str(out), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=420,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -62,9 +65,12 @@ def test_fast_and_pipeline_agree(
         check = result["engine_check"]
         assert check["queries"] > 0 and check["identical"] == check["queries"]
         assert set(result["methods"]) >= {
-            "random", "popularity", "mean vector (365d, all positives)", "short_term alone",
-            "long_term alone", "interests alone", "fusion, no prior", "default recommend",
+            "random", "popularity", "item-kNN", "EASE", "mean vector (365d, all positives)",
+            "short_term alone", "long_term alone", "interests alone", "collab alone",
+            "default without collab", "fusion, no prior", "default recommend",
         }  # fmt: skip
+        collab = result["methods"]["collab alone"]  # every user has a collaborative query
+        assert collab["strategies"] == {"personal": collab["users"]}
     assert fast["rankings"] == pipe["rankings"]
     for method, values in pipe["methods"].items():
         assert fast["methods"][method] == values, method

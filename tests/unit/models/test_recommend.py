@@ -371,7 +371,7 @@ def test_plan_sources_defaults_and_equal_cluster_shares() -> None:
     assert abs(sum(by.values()) - 1) < 1e-12
     assert by["short_term"] > by["search"] > by["long_term"]
     assert by["interest_0"] == by["interest_2"]
-    total = sum(DEFAULT_DIMENSION_WEIGHTS.values())
+    total = sum(w for k, w in DEFAULT_DIMENSION_WEIGHTS.items() if k != "collab")  # not a vector
     assert abs(by["interest_0"] - 0.5 / total) < 1e-12
     assert plan_sources(names, {}, weights={"short_term": 0})[0][0].vector == "long_term"
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.catalog import CatalogItem, load_items
+from models.collab import CollabSpec
 from models.encoder import Encoder
 from models.profile import InterestSpec
 from models.recommend import Recommender
@@ -111,3 +112,22 @@ def test_a_user_with_vectors_keeps_them_when_a_batch_has_none(
     assert set(after.vectors) == set(before.vectors)
     for name, vector in before.vectors.items():
         np.testing.assert_array_equal(after.vectors[name], vector)
+
+
+def test_the_engagement_list_is_kept_per_user_and_replays_leave_it_alone(
+    store: InterestStore, encoder: Encoder
+) -> None:
+    """With the collaborative dimension on, the fold keeps each user's engaged items (what the
+    items' collaborative vectors are rebuilt from), bounded, and a replay changes nothing."""
+    folder = JobFolder(store, encoder, InterestSpec(), collab=CollabSpec(user_items=3))
+    dislike = JobEvent(3, "e3", "dislike", -1.0, T0 + 3000, "a")
+    first = job("u", ev(1, "a"), ev(2, "b"), dislike)
+    folder.apply([first])
+    assert "collab" in store.item_vector_names()  # the items collection got the vector
+    engaged = store.get_users(["u"])["u"].payload["engaged"]
+    assert [e[0] for e in engaged] == ["b", "a"] and engaged[1][2] < 0  # latest opinion wins
+    folder.apply([job("u", ev(4, "c"), ev(5, "d", type_="like"))])
+    stored = store.get_users(["u"])["u"].payload["engaged"]
+    assert [e[0] for e in stored] == ["a", "c", "d"]  # the 3 newest items
+    folder.apply([first, job("u", ev(4, "c"), ev(5, "d", type_="like"))])  # a replay
+    assert store.get_users(["u"])["u"].payload["engaged"] == stored
