@@ -64,11 +64,16 @@ class Reader:
                 max_partition_fetch_bytes=8 * 2**20,
             )
             await consumer.start()
+            seen: set[tuple[int, int]] = set()
             try:
                 while not self._stop.is_set():
                     for batch in (await consumer.getmany(timeout_ms=200)).values():
                         now = time.monotonic()
-                        self.records.extend((now, r) for r in batch)
+                        # A consumer that started with the topic (leaders not yet elected) can
+                        # be reset and read a range twice: each record counts once, by offset.
+                        fresh = [r for r in batch if (r.partition, r.offset) not in seen]
+                        seen.update((r.partition, r.offset) for r in fresh)
+                        self.records.extend((now, r) for r in fresh)
             finally:
                 await consumer.stop()
 
