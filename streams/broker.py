@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -26,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.config import CoreSettings
-from streams.settings import BrokerSettings
+from streams.settings import BrokerSettings, KafkaSettings
 
 POM_PATH = Path(__file__).resolve().parents[1] / "deploy" / "local" / "pom.xml"
 MIN_JAVA = 17
+SCRAM = "SCRAM-SHA-512"
+#: The broker's own SCRAM user (it talks SASL_SSL to itself: the listener is its only one).
+ADMIN_USER = "interest-broker"
 
 _LOG4J2 = """\
 status = warn
@@ -57,11 +61,18 @@ class BrokerStatus:
     bootstrap: str
     pid: int | None
     directory: Path
+    #: For a SASL_SSL broker: the INTEREST_KAFKA_* settings a client needs (no secret in them).
+    client_env: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
+        where = f"{self.bootstrap}, data in {self.directory}"
         if self.running:
-            return f"running (pid {self.pid}) at {self.bootstrap}, data in {self.directory}"
-        return f"not running (would listen on {self.bootstrap}, data in {self.directory})"
+            text = f"running (pid {self.pid}) at {where}"
+        else:
+            text = f"not running (would listen on {where})"
+        if self.client_env:
+            text += "; clients: " + " ".join(f"{k}={v}" for k, v in self.client_env)
+        return text
 
 
 class LocalBroker:
@@ -81,6 +92,48 @@ class LocalBroker:
         self.stdout_path = self.directory / "broker.out"
         self.pid_path = self.directory / "broker.pid"
         self.cluster_id_path = self.directory / "cluster.id"
+        self.security_path = self.directory / "security"
+        self.tls_dir = self.directory / "tls"
+        self.ca_path = self.tls_dir / "ca.pem"
+        self.keystore_path = self.tls_dir / "broker.pem"
+        self.secrets_dir = self.directory / "secrets"
+
+    @property
+    def secure(self) -> bool:
+        return self.settings.security == "sasl_ssl"
+
+    def password_file(self, user: str) -> Path:
+        """Where the generated SCRAM password of ``user`` lives (mode 0600)."""
+        return self.secrets_dir / f"{user}.password"
+
+    def client_env(self) -> dict[str, str]:
+        """The INTEREST_KAFKA_* settings that reach this broker (the password by file only)."""
+        env = {"INTEREST_KAFKA_BOOTSTRAP": self.bootstrap}
+        if self.secure:
+            env |= {
+                "INTEREST_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "INTEREST_KAFKA_SASL_MECHANISM": SCRAM,
+                "INTEREST_KAFKA_SASL_USERNAME": self.settings.sasl_username,
+                "INTEREST_KAFKA_SASL_PASSWORD_FILE": str(
+                    self.password_file(self.settings.sasl_username)
+                ),
+                "INTEREST_KAFKA_SSL_CAFILE": str(self.ca_path),
+            }
+        return env
+
+    def client_settings(self) -> KafkaSettings:
+        """KafkaSettings of a client of this broker (as :meth:`client_env` says)."""
+        if not self.secure:
+            return KafkaSettings(bootstrap=self.bootstrap, request_timeout_s=5.0)
+        return KafkaSettings(
+            bootstrap=self.bootstrap,
+            security_protocol="SASL_SSL",
+            sasl_mechanism=SCRAM,
+            sasl_username=self.settings.sasl_username,
+            sasl_password_file=self.password_file(self.settings.sasl_username),
+            ssl_cafile=self.ca_path,
+            request_timeout_s=5.0,
+        )
 
     @property
     def bootstrap(self) -> str:
@@ -91,7 +144,8 @@ class LocalBroker:
     def status(self) -> BrokerStatus:
         pid = self._live_pid()
         running = pid is not None and _port_open(self.settings.host, self.settings.port)
-        return BrokerStatus(running, self.bootstrap, pid, self.directory)
+        shown = tuple(self.client_env().items())[1:] if self.secure else ()
+        return BrokerStatus(running, self.bootstrap, pid, self.directory, shown)
 
     def start(self) -> BrokerStatus:
         """Start the broker unless it already runs; return once it answers metadata requests."""
@@ -107,6 +161,9 @@ class LocalBroker:
         java = require_java()
         jars = ensure_jars(self.settings)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._check_security()
+        if self.secure:
+            self._ensure_tls()
         self._write_config()
         self._format_storage(java, jars)
         pid = self._launch(java, jars)
@@ -146,15 +203,16 @@ class LocalBroker:
     def _write_config(self) -> None:
         s = self.settings
         cport = s.effective_controller_port()
+        name = "SASL_SSL" if self.secure else "PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{s.host}:{cport}",
-            "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{cport}",
-            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.port}",
+            "listeners": f"{name}://{s.host}:{s.port},CONTROLLER://{s.host}:{cport}",
+            "advertised.listeners": f"{name}://{s.host}:{s.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": name,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{name}",
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -167,8 +225,11 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.hours": "168",
+            **(self._security_props() if self.secure else {}),
         }
         text = "".join(f"{k}={v}\n" for k, v in props.items())
+        self.props_path.touch()
+        self.props_path.chmod(0o600)  # holds the broker user's password when secure
         self.props_path.write_text(text)
         log4j = _LOG4J2.format(log=self.log_path, level="INFO")
         (self.directory / "log4j2.properties").write_text(log4j)
@@ -181,10 +242,69 @@ class LocalBroker:
             cluster_id = out.strip().splitlines()[-1].strip()
             self.cluster_id_path.write_text(cluster_id)
         cluster_id = self.cluster_id_path.read_text().strip()
-        _run(
-            [java, "-cp", f"{jars}/*", "kafka.tools.StorageTool", "format", "-g",
-             "-t", cluster_id, "-c", str(self.props_path)]
-        )  # fmt: skip
+        args = ["kafka.tools.StorageTool", "format", "-g", "-t", cluster_id, "-c",
+                str(self.props_path), *self._scram_args()]  # fmt: skip
+        # The arguments go through an @argfile (0600): SCRAM passwords stay out of `ps`.
+        argfile = self.secrets_dir / "format.args" if self.secure else None
+        if argfile is None:
+            _run([java, "-cp", f"{jars}/*", *args])
+            return
+        argfile.write_text("".join(f'"{a}"\n' for a in args))
+        try:
+            _run([java, "-cp", f"{jars}/*", f"@{argfile}"])
+        finally:
+            argfile.unlink(missing_ok=True)
+        self.security_path.write_text(self.settings.security)
+
+    def _check_security(self) -> None:
+        """A data dir keeps the listener it was formatted for (SCRAM users exist only then)."""
+        formatted = (self.data_dir / "meta.properties").exists()
+        was = self.security_path.read_text().strip() if self.security_path.exists() else None
+        if formatted and (was or "plaintext") != self.settings.security:
+            raise BrokerError(
+                f"{self.directory} was formatted for a {was or 'plaintext'} broker, not "
+                f"{self.settings.security}: use another INTEREST_DATA_DIR or delete that folder"
+            )
+
+    def _ensure_tls(self) -> None:
+        """A CA and a broker certificate for 127.0.0.1/localhost (once), and the SCRAM
+        passwords (random, 0600 files)."""
+        self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for user in (ADMIN_USER, self.settings.sasl_username):
+            path = self.password_file(user)
+            if not path.exists():
+                path.touch(mode=0o600)
+                path.write_text(secrets.token_urlsafe(24) + "\n")
+        if not self.keystore_path.exists():
+            make_ca_and_cert(self.tls_dir, self.settings.host)
+
+    def _password(self, user: str) -> str:
+        return self.password_file(user).read_text().strip()
+
+    def _security_props(self) -> dict[str, str]:
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{ADMIN_USER}" password="{self._password(ADMIN_USER)}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": SCRAM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore_path),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_path),
+        }
+
+    def _scram_args(self) -> list[str]:
+        if not self.secure:
+            return []
+        users = (ADMIN_USER, self.settings.sasl_username)
+        return [
+            a
+            for u in users
+            for a in ("--add-scram", f"{SCRAM}=[name={u},password={self._password(u)}]")
+        ]
 
     def _launch(self, java: str, jars: Path) -> int:
         cmd = [
@@ -223,7 +343,7 @@ class LocalBroker:
                 )
             if _port_open(self.settings.host, self.settings.port):
                 try:
-                    asyncio.run(_metadata_ready(self.bootstrap))
+                    asyncio.run(_metadata_ready(self.client_settings()))
                     return
                 except Exception as exc:  # any client error means "not ready yet"
                     last_error = f"{type(exc).__name__}: {exc}"
@@ -315,10 +435,44 @@ def min_heap(heap: str) -> str:
     return f"{max(128, int(mib // 4))}m"
 
 
-async def _metadata_ready(bootstrap: str) -> None:
+def make_ca_and_cert(tls_dir: Path, host: str, days: int = 3650) -> None:
+    """With openssl: a CA (``ca.pem``, its key ``ca.key``) and a broker key + certificate signed
+    by it for ``host``, 127.0.0.1 and localhost, in one PEM (``broker.pem``, Kafka's PEM keystore).
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise BrokerError("openssl not found on PATH: the SASL_SSL broker's CA is made with it")
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    t = {n: str(tls_dir / n) for n in ("ca.key", "ca.pem", "b.key", "b.csr", "b.crt", "ext")}
+    names = {"DNS:localhost", "IP:127.0.0.1", f"{'IP' if _is_ip(host) else 'DNS'}:{host}"}
+    Path(t["ext"]).write_text(f"subjectAltName={','.join(sorted(names))}\n")
+    key = ["-newkey", "rsa:2048", "-nodes"]
+    _run([openssl, "req", "-x509", *key, "-keyout", t["ca.key"], "-out", t["ca.pem"],
+          "-days", str(days), "-subj", "/CN=interest-stream local CA"])  # fmt: skip
+    _run([openssl, "req", *key, "-keyout", t["b.key"], "-out", t["b.csr"], "-subj", f"/CN={host}"])
+    sign = ["-CA", t["ca.pem"], "-CAkey", t["ca.key"], "-CAcreateserial", "-days", str(days)]
+    _run([openssl, "x509", "-req", "-in", t["b.csr"], *sign, "-out", t["b.crt"],
+          "-extfile", t["ext"]])  # fmt: skip
+    pem = Path(t["b.key"]).read_text() + Path(t["b.crt"]).read_text()
+    keystore = tls_dir / "broker.pem"
+    keystore.touch(mode=0o600)
+    keystore.write_text(pem)
+    for name in ("b.key", "b.csr", "b.crt", "ext"):
+        Path(t[name]).unlink()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
+
+
+async def _metadata_ready(kafka: KafkaSettings) -> None:
     from aiokafka.client import AIOKafkaClient
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    client = AIOKafkaClient(**kafka.client_kwargs())
     try:
         await client.bootstrap()
         if not client.cluster.brokers():

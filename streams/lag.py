@@ -54,7 +54,7 @@ from streams.lag_rules import (
     partition_lag,
 )
 from streams.settings import KafkaSettings
-from streams.topics import KafkaUnavailable, unreachable
+from streams.topics import KafkaUnavailable, refusal, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class LagReader:
             await admin.start()
         except KafkaConnectionError as exc:
             await admin.close()
-            raise unreachable(self.kafka, exc) from exc
+            raise unreachable(self.kafka, exc, await refusal(self.kafka)) from exc
         self._admin = admin
 
     async def close(self) -> None:

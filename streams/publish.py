@@ -33,7 +33,7 @@ from prometheus_client import Counter as PromCounter
 from streams.contracts.dlq import DeadLetter
 from streams.contracts.events import Event, EventRules, InvalidEvent, parse_event, validate_event
 from streams.settings import IntakeSettings, KafkaSettings, TopicSettings
-from streams.topics import ensure_topics, unreachable
+from streams.topics import ensure_topics, refusal, unreachable
 
 SENT = PromCounter("interest_publish_events", "Events an EventPublisher sent to the events topic")
 DEAD_LETTERED = PromCounter(
@@ -148,7 +148,7 @@ class EventPublisher:
             await producer.start()
         except KafkaConnectionError as exc:
             await producer.stop()
-            raise unreachable(self.kafka, exc) from exc
+            raise unreachable(self.kafka, exc, await refusal(self.kafka)) from exc
         self._producer = producer
 
     async def stop(self) -> None:

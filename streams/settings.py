@@ -14,13 +14,15 @@ the broker *and* every client, because ``KafkaSettings.bootstrap`` defaults to i
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from models.config import CoreSettings, InterestSettings
+from models.config import ConfigFileError, CoreSettings, InterestSettings
 from streams.contracts.events import DEFAULT_EARLIEST_MS, DEFAULT_TYPE_WEIGHTS, EventRules
 
 
@@ -29,8 +31,24 @@ def _local_broker_bootstrap() -> str:
     return BrokerSettings().bootstrap
 
 
+class KafkaSettingsError(ConfigFileError):
+    """A Kafka security setting is unusable (a missing file, a bad certificate): a configuration
+    error, so the CLI prints it as one line (like a bad config file); never holds the password."""
+
+
+#: The protocols that talk TLS (and so need an SSL context).
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+
+
 class KafkaSettings(InterestSettings):
-    """The Kafka cluster every worker and command talks to."""
+    """The Kafka cluster every worker and command talks to.
+
+    Secured clusters (``security_protocol`` SSL, SASL_PLAINTEXT or SASL_SSL): the SASL password
+    comes from ``INTEREST_KAFKA_SASL_PASSWORD`` or, better (no environment to leak), from the file
+    ``INTEREST_KAFKA_SASL_PASSWORD_FILE`` names; it is a ``SecretStr``, so it never shows in a
+    repr, a log line or an error. TLS trusts ``ssl_cafile`` (default: the system's CAs) and can
+    present a client certificate (``ssl_certfile`` + ``ssl_keyfile``, mutual TLS).
+    """
 
     config_section = "kafka"
     model_config = SettingsConfigDict(env_prefix="INTEREST_KAFKA_", extra="ignore")
@@ -41,8 +59,53 @@ class KafkaSettings(InterestSettings):
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: SecretStr | None = None
+    #: A file holding the SASL password (a mounted secret); wins over ``sasl_password``.
+    sasl_password_file: Path | None = None
+    #: CA bundle (PEM) that signed the brokers' certificates; None: the system's CAs.
+    ssl_cafile: Path | None = None
+    #: Client certificate and key (PEM) for mutual TLS; both or neither.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
     request_timeout_s: float = 30.0
+
+    def password(self) -> str | None:
+        """The SASL password in clear (for the client only): the file's first line, else the
+        setting."""
+        if self.sasl_password_file is not None:
+            try:
+                text = self.sasl_password_file.read_text()
+            except OSError as exc:
+                raise KafkaSettingsError(
+                    f"INTEREST_KAFKA_SASL_PASSWORD_FILE={self.sasl_password_file}: "
+                    f"cannot read it ({exc.strerror or type(exc).__name__})"
+                ) from None
+            return text.splitlines()[0] if text.strip() else ""
+        return self.sasl_password.get_secret_value() if self.sasl_password else None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of every client (None unless the protocol is SSL or SASL_SSL)."""
+        if self.security_protocol.upper() not in TLS_PROTOCOLS:
+            return None
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise KafkaSettingsError(
+                "INTEREST_KAFKA_SSL_CERTFILE and INTEREST_KAFKA_SSL_KEYFILE go together"
+            )
+        cafile = self.ssl_cafile
+        try:
+            context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+            if self.ssl_certfile is not None and self.ssl_keyfile is not None:
+                context.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile))
+        except (OSError, ssl.SSLError) as exc:
+            raise KafkaSettingsError(
+                f"Kafka TLS files (ssl_cafile={cafile}, ssl_certfile={self.ssl_certfile}, "
+                f"ssl_keyfile={self.ssl_keyfile}) are unusable: {exc.strerror or exc}"
+            ) from None
+        context.check_hostname = self.ssl_check_hostname
+        if not self.ssl_check_hostname:
+            context.verify_mode = ssl.CERT_REQUIRED  # still verify the chain
+        return context
 
     def client_kwargs(self) -> dict[str, object]:
         """Keyword arguments shared by aiokafka producers, consumers and admin clients."""
@@ -52,10 +115,13 @@ class KafkaSettings(InterestSettings):
             "security_protocol": self.security_protocol,
             "request_timeout_ms": int(self.request_timeout_s * 1000),
         }
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
         if self.sasl_mechanism:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = self.sasl_password
+            kwargs["sasl_plain_password"] = self.password()
         return kwargs
 
 
@@ -93,6 +159,13 @@ class BrokerSettings(InterestSettings):
     dir: Path | None = None
     #: Where Maven copies the broker's jars (shared by every data dir on the machine).
     jars_dir: Path = Path.home() / ".cache" / "interest-stream" / "kafka-jars"
+    #: ``plaintext`` (default) or ``sasl_ssl``: one SASL_SSL listener (SCRAM-SHA-512) with TLS
+    #: from a CA generated under ``<dir>/tls``; its SCRAM users are created when the storage is
+    #: formatted (a data dir keeps the security it was formatted with).
+    security: Literal["plaintext", "sasl_ssl"] = "plaintext"
+    #: The SCRAM user clients log in as; its password is generated into
+    #: ``<dir>/secrets/<user>.password`` (point INTEREST_KAFKA_SASL_PASSWORD_FILE at it).
+    sasl_username: str = Field(default="interest", pattern=r"^[A-Za-z0-9._-]+$")
 
     @property
     def bootstrap(self) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, TopicAlreadyExistsError
 
 from streams.settings import KafkaSettings, TopicSettings
 
@@ -21,11 +22,57 @@ class KafkaUnavailable(RuntimeError):
     """The brokers in INTEREST_KAFKA_BOOTSTRAP could not be reached; one line for the CLI."""
 
 
-def unreachable(kafka: KafkaSettings, exc: BaseException) -> KafkaUnavailable:
+def unreachable(
+    kafka: KafkaSettings, exc: BaseException, reason: str | None = None
+) -> KafkaUnavailable:
+    """The CLI's one line for a client that could not start; ``reason`` (from
+    :func:`refusal`) names a failed login or an untrusted certificate instead."""
+    if reason is not None:
+        return KafkaUnavailable(f"cannot connect to Kafka at {kafka.bootstrap}: {reason}")
     return KafkaUnavailable(
         f"cannot reach Kafka at {kafka.bootstrap} ({exc}); "
         "start the local broker with `interest-stream broker start` or set INTEREST_KAFKA_BOOTSTRAP"
     )
+
+
+async def refusal(kafka: KafkaSettings, timeout_s: float = 5.0) -> str | None:
+    """Why a secured cluster refused us (TLS or SASL), or None: aiokafka's bootstrap error only
+    says "Unable to bootstrap", so one direct connection to the first broker asks again."""
+    if kafka.security_protocol.upper() == "PLAINTEXT":
+        return None
+    from aiokafka.conn import create_conn
+
+    host, _, port = kafka.bootstrap.split(",")[0].strip().rpartition(":")
+    kw = kafka.client_kwargs()
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(
+                host.strip("[]"), int(port), client_id=kafka.client_id,
+                request_timeout_ms=int(timeout_s * 1000), ssl_context=kw.get("ssl_context"),
+                security_protocol=kafka.security_protocol,
+                sasl_mechanism=kafka.sasl_mechanism or "PLAIN",
+                sasl_plain_username=kafka.sasl_username,
+                sasl_plain_password=kw.get("sasl_plain_password"),
+            ),
+            timeout_s,
+        )  # fmt: skip
+    except SaslAuthenticationFailed:
+        return (
+            f"the SASL login of user {kafka.sasl_username!r} ({kafka.sasl_mechanism}) was "
+            "refused: wrong user name or password (INTEREST_KAFKA_SASL_USERNAME, "
+            "INTEREST_KAFKA_SASL_PASSWORD or INTEREST_KAFKA_SASL_PASSWORD_FILE)"
+        )
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"its TLS certificate is not trusted ({exc.verify_message}); set "
+            "INTEREST_KAFKA_SSL_CAFILE to the CA that signed it"
+        )
+    except ssl.SSLError as exc:
+        return f"the TLS handshake failed ({exc.reason or exc})"
+    except Exception:  # unreachable, closed, timed out: the caller's message says that
+        return None
+    conn.close()
+    return None
 
 
 #: Topic configs of the compacted topics that hold the latest value per key.
@@ -123,7 +170,8 @@ async def admin_client(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaAdminClien
     try:
         await admin.start()
     except KafkaConnectionError as exc:
-        raise unreachable(kafka, exc) from exc
+        await admin.close()
+        raise unreachable(kafka, exc, await refusal(kafka)) from exc
     try:
         yield admin
     finally:

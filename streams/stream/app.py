@@ -471,22 +471,20 @@ async def _collect(
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
-    """faust's form of the SASL/SSL settings in KafkaSettings (None for PLAINTEXT)."""
-    import ssl
-
+    """faust's form of the SASL/SSL settings in KafkaSettings (None for PLAINTEXT); the TLS
+    context is the one every aiokafka client of the project gets (KafkaSettings.ssl_context)."""
     import faust
 
+    context = kafka.ssl_context()
     if kafka.sasl_mechanism:
         return faust.SASLCredentials(
             username=kafka.sasl_username,
-            password=kafka.sasl_password,
+            password=kafka.password(),
             mechanism=kafka.sasl_mechanism,
-            ssl_context=ssl.create_default_context()
-            if kafka.security_protocol == "SASL_SSL"
-            else None,
+            ssl_context=context,
         )
-    if kafka.security_protocol == "SSL":
-        return faust.SSLCredentials(ssl.create_default_context())
+    if context is not None:
+        return faust.SSLCredentials(context)
     return None
 
 
