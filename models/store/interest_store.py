@@ -297,22 +297,35 @@ class InterestStore:
     ) -> dict[str, Float32Array]:
         """Vectors ``vector`` (float32; ``content`` is unit) of those of ``item_ids`` that exist
         and have one; one request."""
+        return self.get_item_vectors_and_tags(item_ids, vector, with_tags=False)[0]
+
+    def get_item_vectors_and_tags(
+        self, item_ids: Iterable[str], vector: str = ITEM_VECTOR, *, with_tags: bool = True
+    ) -> tuple[dict[str, Float32Array], dict[str, Any]]:
+        """:meth:`get_item_vectors` plus each found item's raw ``payload["tags"]`` (items without
+        tags left out), in the same one request: the fold labels interests with them."""
         by_point = {item_point_id(i): i for i in item_ids}
         if not by_point:
-            return {}
+            return {}, {}
         try:
             records = self.backend.retrieve(
-                self.items_collection, list(by_point), with_payload=False, with_vectors=[vector]
+                self.items_collection,
+                list(by_point),
+                with_payload=["tags"] if with_tags else False,
+                with_vectors=[vector],
             )
         except CollectionNotFound:
-            return {}
+            return {}, {}
         out: dict[str, Float32Array] = {}
+        tags: dict[str, Any] = {}
         for rec in records:
             item_id = by_point.get(str(rec.id))
             vector_value = named_vectors(rec.vector).get(vector)
             if item_id is not None and vector_value is not None:
                 out[item_id] = vector_value
-        return out
+                if rec.payload and rec.payload.get("tags"):
+                    tags[item_id] = rec.payload["tags"]
+        return out, tags
 
     def set_item_vectors(self, name: str, vectors: Mapping[str, VectorLike]) -> None:
         """Set the named vector ``name`` of existing items (``{item_id: vector}``; one request):

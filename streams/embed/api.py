@@ -10,9 +10,11 @@ Routes (JSON):
 
 - ``GET /healthz``: ``{"status": "ok", "consuming": true, ...}`` (503 while not consuming)
 - ``GET /metrics``: Prometheus text format
-- ``GET /v1/users/{user_id}?vectors=1``: the profile (:func:`models.user_view.describe_user`)
+- ``GET /v1/users/{user_id}?vectors=1``: the profile (:func:`models.user_view.describe_user`),
+  with ``model``: the service's model and the languages it serves
 - ``GET /v1/users/{user_id}/recommendations?limit=&dimension=&filter=k=v&diversity=``
-- ``POST /v1/items``: body = JSON lines of catalog items → ``{"loaded": n}``
+- ``POST /v1/items?model=<name>``: body = JSON lines of catalog items → ``{"loaded": n}``; a
+  ``model`` other than the service's is a 409 (items must be embedded by the users' model)
 - Qdrant's read-only REST endpoints on the users and items collections (``GET /``,
   ``/collections/...``), so qdrant-client reads with ``QdrantClient(url=<this API>)``; writes
   there are refused (:mod:`streams.embed.qdrant_rest`)
@@ -39,7 +41,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from models.catalog import InvalidItem, load_items, read_items
-from models.encoder import Encoder
+from models.encoder import Encoder, canonical_model_name, model_languages
 from models.query_plan import parse_filter_args
 from models.recommend import Recommender
 from models.settings import ProfileSettings
@@ -144,7 +146,8 @@ class ApiServer:
         except ValueError as exc:
             return _error(400, str(exc))
         stored = await self._in_store_thread(lambda: self.store.get_users([user_id]))
-        return web.json_response(describe_user(user_id, stored.get(user_id), with_vectors=vectors))
+        view = describe_user(user_id, stored.get(user_id), with_vectors=vectors)
+        return web.json_response({**view, "model": model_info(self.encoder.model_name)})
 
     async def _recommend(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]
@@ -162,9 +165,14 @@ class ApiServer:
     async def _items(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
+            _check_names(request.query, ITEMS_PARAMS)
+            wanted = _single(request.query, "model")
             catalog = list(read_items(body.splitlines(), "body"))
-        except InvalidItem as exc:
+        except (InvalidItem, ValueError) as exc:
             return _error(400, str(exc))
+        mine = self.encoder.model_name
+        if wanted is not None and canonical_model_name(wanted) != canonical_model_name(mine):
+            return _error(409, model_mismatch(mine, wanted))
         count = await self._in_store_thread(lambda: load_items(catalog, self.encoder, self.store))
         return web.json_response({"loaded": count})
 
@@ -173,6 +181,7 @@ class ApiServer:
 #: would otherwise be ignored in silence).
 RECOMMEND_PARAMS = ("limit", "dimension", "filter", "diversity", "include_recent")
 PROFILE_PARAMS = ("vectors",)
+ITEMS_PARAMS = ("model",)
 _FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 MAX_LIMIT = 1000
 
@@ -271,6 +280,20 @@ def _vector_names() -> tuple[str, ...]:
     return tuple(ProfileSettings().spec().vector_names())
 
 
+def model_info(name: str) -> dict[str, str]:
+    """The ``model`` part of a profile: the model's name and the languages it serves."""
+    return {"name": name, "languages": model_languages(name)}
+
+
+def model_mismatch(service: str, cli: str) -> str:
+    """The one line a CLI gets when it would load items with another model than the service's."""
+    return (
+        f"the running service embeds with model {service!r} but this command's "
+        f"INTEREST_MODEL_NAME is {cli!r}; items and users must share one model — unset it here, "
+        f"or stop the service and start it with INTEREST_MODEL_NAME={cli}"
+    )
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -317,5 +340,7 @@ class ApiClient:
         result: dict[str, Any] = self._call("GET", path)
         return result
 
-    def load_items(self, body: bytes) -> int:
-        return int(self._call("POST", "/v1/items", body)["loaded"])
+    def load_items(self, body: bytes, model: str | None = None) -> int:
+        """POST the catalog; with ``model`` the service refuses (409) if it embeds with another."""
+        path = "/v1/items" + ("?" + urllib.parse.urlencode({"model": model}) if model else "")
+        return int(self._call("POST", path, body)["loaded"])

@@ -15,7 +15,17 @@ from which :mod:`streams.embed.collab` rebuilds the items' collaborative vectors
 Which vector an event gets: the item's vector from ``items`` when the event names an item that is
 there (item and event text share the model, so they are comparable); else the event's text
 embedded; else none — the event is counted under ``no_vector`` and skipped for vectors (it still
-advances ``seq``: it has been handled).
+advances ``seq``: it has been handled). The user point says so too: ``payload["skipped"]`` counts
+the user's skipped events by reason (``item_not_in_catalog``: the event names an item that is not
+loaded and has no text; ``no_text``: neither) and ``payload["skipped_items"]`` keeps the last
+few such item ids, so ``interest-stream profile`` shows what a metric alone would hide.
+
+Texts mostly outside the languages the model serves (non-Latin script for the English-only bundled
+model) are still embedded, but counted in the report (the worker exports and warns about them).
+
+Which tags an event's interest cluster gets (its label, :mod:`models.clusters`): the event's own
+tags; else its catalog item's ``payload["tags"]`` (read in the same ``items`` retrieve); else, for
+a text, the phrase of its salient words (:func:`models.clusters.salient_phrase`).
 
 A user none of whose events has a vector (and who has none stored, e.g. a new user viewing items
 not loaded yet) has no vector to write, yet its point is still written, without vectors: ``seq``,
@@ -34,9 +44,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from models.catalog import item_tags
+from models.clusters import salient_phrase
 from models.collab import (
     COLLAB,
     DISTANCE,
@@ -46,13 +59,43 @@ from models.collab import (
     engaged_to_payload,
     engaged_update,
 )
-from models.encoder import Encoder
+from models.encoder import Encoder, outside_model_languages
 from models.interests import Observation, StateError
 from models.profile import InterestSpec, UserInterests
 from models.store import InterestStore, StoredUser, UserWrite
 from streams.contracts.jobs import JobEvent, UpdateJob
 
 log = logging.getLogger(__name__)
+
+#: How many skipped item ids a user point keeps (newest last).
+SKIPPED_ITEMS_CAP = 10
+Vectors = dict[tuple[str | None, str | None], np.ndarray]
+
+
+@dataclass
+class EventSources:
+    """What the batch's events can draw on: a vector per (item_id, text), tags per item."""
+
+    vectors: Vectors = field(default_factory=dict)
+    item_tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def observation(self, e: JobEvent) -> Observation | None:
+        """``e`` ready to fold, or None when it has no vector; tags as the module says."""
+        vector = self.vectors.get((e.item_id, e.text))
+        if vector is None:
+            return None
+        tags = e.tags
+        if not tags and e.item_id is not None:
+            tags = self.item_tags.get(e.item_id, ())
+        if not tags:
+            phrase = salient_phrase(e.text)
+            tags = (phrase,) if phrase else ()
+        return Observation(e.ts_ms, e.weight, e.type, vector, tags)
+
+
+def skip_reason(e: JobEvent) -> str:
+    """Why an event got no vector, as the user point records it."""
+    return "item_not_in_catalog" if e.item_id is not None and not e.text else "no_text"
 
 
 @dataclass
@@ -67,6 +110,10 @@ class FoldReport:
     texts_needed: int = 0
     item_vectors_used: int = 0
     state_resets: int = 0
+    #: Distinct texts embedded this batch that are mostly outside the model's languages
+    #: (:func:`models.encoder.outside_model_languages`), and the first of them.
+    texts_outside_languages: int = 0
+    outside_example: str | None = None
     #: Users written without any vector (progress only): nothing of theirs could be embedded.
     users_without_vectors: int = 0
     upsert_s: float = 0.0
@@ -137,10 +184,10 @@ class JobFolder:
         if not todo:
             return report
 
-        vectors = self._vectors([e for events in todo.values() for e in events], report)
+        sources = self._sources([e for events in todo.values() for e in events], report)
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         writes = [
-            self._fold_user(user_id, events, vectors, stored, now_ms, report)
+            self._fold_user(user_id, events, sources, stored, now_ms, report)
             for user_id, events in todo.items()
         ]
         started = time.perf_counter()
@@ -178,7 +225,7 @@ class JobFolder:
         self,
         user_id: str,
         events: Sequence[JobEvent],
-        vectors: Mapping[tuple[str | None, str | None], np.ndarray],
+        sources: EventSources,
         stored: Mapping[str, StoredUser],
         now_ms: int,
         report: FoldReport,
@@ -187,12 +234,14 @@ class JobFolder:
         vector skipped) and the payload recording the progress, even when no vector is left."""
         interests = self._load(user_id, stored, report)
         observations = []
+        skipped: list[JobEvent] = []
         for e in events:
-            vector = vectors.get((e.item_id, e.text))
-            if vector is None:
+            obs = sources.observation(e)
+            if obs is None:
                 report.skipped["no_vector"] += 1
-                continue
-            observations.append(Observation(e.ts_ms, e.weight, e.type, vector, e.tags))
+                skipped.append(e)
+            else:
+                observations.append(obs)
         interests.update(observations)
         report.events_applied += len(observations)
         named, fragment = interests.to_stored()
@@ -214,6 +263,7 @@ class JobFolder:
             "recent_items": recent_items(
                 previous.get("recent_items", ()), events, self.recent_items_cap
             ),
+            **skipped_update(previous, skipped),
         }
         if self.collab is not None:
             engaged = engaged_update(
@@ -224,13 +274,13 @@ class JobFolder:
             payload[ENGAGED_KEY] = engaged_to_payload(engaged)
         return user_id, named, payload
 
-    def _vectors(
-        self, events: Sequence[JobEvent], report: FoldReport
-    ) -> dict[tuple[str | None, str | None], np.ndarray]:
-        """Vector per (item_id, text): items first (one retrieve), then texts (one model call)."""
+    def _sources(self, events: Sequence[JobEvent], report: FoldReport) -> EventSources:
+        """Vector per (item_id, text): items first (one retrieve, their tags with them), then
+        texts (one model call)."""
         item_ids = {e.item_id for e in events if e.item_id is not None}
-        items = self.store.get_item_vectors(item_ids) if item_ids else {}
-        out: dict[tuple[str | None, str | None], np.ndarray] = {}
+        items, raw_tags = self.store.get_item_vectors_and_tags(item_ids) if item_ids else ({}, {})
+        sources = EventSources(item_tags={i: item_tags(t) for i, t in raw_tags.items()})
+        out = sources.vectors
         need_text: dict[str, list[tuple[str | None, str | None]]] = defaultdict(list)
         for e in events:
             key = (e.item_id, e.text)
@@ -244,11 +294,14 @@ class JobFolder:
         if need_text:
             texts = list(need_text)
             report.texts_needed += len(texts)
+            outside = [t for t in texts if outside_model_languages(self.encoder.model_name, t)]
+            report.texts_outside_languages += len(outside)
+            report.outside_example = report.outside_example or next(iter(outside), None)
             embedded = self.encoder.encode(texts)
             for text, vector in zip(texts, embedded, strict=True):
                 for key in need_text[text]:
                     out[key] = vector
-        return out
+        return sources
 
     def _load(
         self, user_id: str, stored: Mapping[str, StoredUser], report: FoldReport
@@ -279,3 +332,25 @@ def recent_items(previous: Iterable[str], events: Sequence[JobEvent], cap: int) 
     order = [*previous, *(e.item_id for e in events if e.item_id is not None)]
     newest_last = list(dict.fromkeys(reversed(order)))[:cap]
     return newest_last[::-1]
+
+
+def skipped_update(previous: Mapping[str, Any], skipped: Sequence[JobEvent]) -> dict[str, Any]:
+    """The point's ``skipped`` (count per reason) and ``skipped_items`` (last item ids not in the
+    catalog, newest last) with ``skipped`` events added; ``{}`` when there never were any.
+
+    >>> from streams.contracts.jobs import JobEvent
+    >>> ev = JobEvent(3, "e3", "view", 0.5, 0, item_id="ghost")
+    >>> skipped_update({"skipped": {"item_not_in_catalog": 1}, "skipped_items": ["g0"]}, [ev])
+    {'skipped': {'item_not_in_catalog': 2}, 'skipped_items': ['g0', 'ghost']}
+    """
+    stored = previous.get("skipped")
+    counts: Counter[str] = Counter(
+        {k: v for k, v in stored.items() if isinstance(v, int)} if isinstance(stored, dict) else {}
+    )
+    if not skipped and not counts:
+        return {}
+    counts.update(skip_reason(e) for e in skipped)
+    kept = previous.get("skipped_items")
+    ids = [*(kept if isinstance(kept, list) else ()), *(e.item_id for e in skipped if e.item_id)]
+    newest_last = list(dict.fromkeys(reversed(ids)))[:SKIPPED_ITEMS_CAP][::-1]
+    return {"skipped": dict(counts), "skipped_items": newest_last}

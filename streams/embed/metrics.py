@@ -51,6 +51,12 @@ class EmbedMetrics:
         self.cache_hits = Counter(
             "interest_embed_cache_hits", "Texts served from the embedding cache", registry=r
         )
+        self.texts_outside_languages = Counter(
+            "interest_embed_texts_outside_model_languages",
+            "Texts embedded that are mostly outside the languages the model serves (e.g. mostly "
+            "non-Latin script for an English-only model): their vectors are unreliable",
+            registry=r,
+        )
         self.item_vectors = Counter(
             "interest_embed_item_vectors_reused",
             "Event vectors taken from Qdrant items",

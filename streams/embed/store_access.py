@@ -16,7 +16,7 @@ from typing import Any
 from models.settings import ModelSettings, QdrantSettings
 from models.store import InterestStore, StoreLockedError
 from models.user_view import describe_user
-from streams.embed.api import ApiClient, ApiUnavailable
+from streams.embed.api import ApiClient, ApiUnavailable, model_info
 from streams.settings import ApiSettings
 
 
@@ -58,7 +58,8 @@ class StoreAccess:
             if store is None:
                 return self._locked_api().profile(user_id, with_vectors)
             stored = store.get_users([user_id]).get(user_id)
-            return describe_user(user_id, stored, with_vectors=with_vectors)
+            view = describe_user(user_id, stored, with_vectors=with_vectors)
+            return {**view, "model": model_info(ModelSettings().name)}
 
     def recommend(
         self,
@@ -84,7 +85,7 @@ class StoreAccess:
         encoder = Encoder.from_settings(ModelSettings())
         with self._direct() as store:
             if store is None:
-                return self._locked_api().load_items(body)
+                return self._locked_api().load_items(body, model=encoder.model_name)
             encoder.load()
             store.ensure_collections(encoder.dimension, ProfileSettings().spec().vector_names())
             return load_items(catalog, encoder, store, progress=progress)

@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
 from prometheus_client import Counter as PromCounter
 
-from models.encoder import Encoder, ModelLoadError
+from models.encoder import Encoder, ModelLoadError, model_languages
 from models.profile import InterestSpec
 from models.settings import CollabSettings, ModelSettings, ProfileSettings, QdrantSettings
 from models.store import InterestStore, LegacyStoreError, StoreLockedError, StoreSchemaError
@@ -126,6 +126,7 @@ class EmbedWorker:
         self._last_batch_monotonic: float | None = None
         self._seen_embedded = 0
         self._seen_hits = 0
+        self._warned_languages = False
         self.should_exit = False
         self.force_exit = False
         self.started = False
@@ -327,6 +328,20 @@ class EmbedWorker:
             "jobs": self.stats.jobs,
         }
 
+    def _warn_languages(self, report: FoldReport) -> None:
+        """Once per worker: texts the model does not serve well arrived (counted in a metric)."""
+        if self._warned_languages or self.encoder is None:
+            return
+        self._warned_languages = True
+        name = self.encoder.model_name
+        log.warning(
+            "model %s serves %s, but events carry text mostly outside it (e.g. %r); such texts "
+            "get unreliable vectors (counted in interest_embed_texts_outside_model_languages). "
+            "Set INTEREST_MODEL_NAME to a multilingual sentence-transformers model in the local "
+            "cache (e.g. paraphrase-multilingual-MiniLM-L12-v2) and reload the items",
+            name, model_languages(name), (report.outside_example or "")[:60],
+        )  # fmt: skip
+
     def _record(self, report: FoldReport, jobs: int, seconds: float) -> None:
         self.stats.add(report, seconds)
         m = self.metrics
@@ -338,6 +353,9 @@ class EmbedWorker:
         for reason, count in report.skipped.items():
             m.events_skipped.labels(reason).inc(count)
         m.item_vectors.inc(report.item_vectors_used)
+        if report.texts_outside_languages:
+            m.texts_outside_languages.inc(report.texts_outside_languages)
+            self._warn_languages(report)
         if report.users:
             m.upsert_seconds.observe(report.upsert_s)
         for value in report.freshness_s:

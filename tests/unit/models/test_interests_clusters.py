@@ -152,7 +152,10 @@ def test_labels_are_distinct_heaviest_first() -> None:
     # Slot 1 is heavier and takes "data" (its top tag); slot 0 keeps "python".
     assert c.labels()[:2] == ["python", "data"]
     c = fold([click(e(0), tags=("python",)), click(e(1), tags=("python",), w=2.0)])
-    assert c.labels()[:2] == ["interest 0", "python"]
+    # Two apart interests with the same only tag: the lighter is numbered, not "interest 0".
+    assert c.labels()[:2] == ["python (2)", "python"]
+    c = fold([click(e(0), tags=("python",)), click(e(1), tags=("python",)), click(e(2))])
+    assert sorted(label for label in c.labels() if label) == ["interest 2", "python", "python (2)"]
 
 
 def test_vocabulary_label_for_tagless_slot() -> None:

@@ -278,7 +278,29 @@ def test_unknown_user_gets_popular_items(store: InterestStore) -> None:
     assert [s for _, s, _ in rec.items] == [44.0, 43.0, 42.0]
     assert "no interest vectors" in rec.explanation.note
     flt = r.recommend("nobody", limit=10, filters={"category": "beta"})
-    assert [i for i, _, _ in flt.items] == [f"beta-{j}" for j in (4, 3, 2, 1, 0)]  # beta-5: none
+    # beta-5 has no popularity: it comes last, with score 0, so the limit is honoured.
+    assert [i for i, _, _ in flt.items] == [f"beta-{j}" for j in (4, 3, 2, 1, 0, 5)]
+    assert flt.items[-1].score == 0.0 and "1 without a value" in flt.explanation.note
+
+
+def test_a_cold_user_asking_for_more_than_the_popular_items_gets_the_limit(
+    store: InterestStore,
+) -> None:
+    """Issue 19: `recommend <unknown user> --limit 40` returned only the items that had a
+    popularity value; it returns as many as the catalog has (24), popular ones first."""
+    r = Recommender(store, settings=PLAIN)
+    rec = r.recommend("nobody", limit=40)
+    ids = [i for i, _, _ in rec.items]
+    assert len(ids) == len(set(ids)) == len(TOPICS) * PER_TOPIC
+    assert [s for _, s, _ in rec.items[:20]] == sorted((s for _, s, _ in rec.items), reverse=True)[
+        :20
+    ]
+    assert set(ids[20:]) == {f"{name}-{PER_TOPIC - 1}" for name in TOPICS}
+    assert len(r.recommend("nobody", limit=22).items) == 22
+    # Exclusions still hold for the topped-up part.
+    plant(store, "u", {"negative": topic("delta")}, {"recent_items": ["delta-4", "alpha-5"]})
+    ids = [i for i, _, _ in r.recommend("u", limit=40).items]
+    assert len(ids) == 22 and "delta-4" not in ids and "alpha-5" not in ids
 
 
 def test_fallback_honours_exclusions_and_requested_dimensions(store: InterestStore) -> None:

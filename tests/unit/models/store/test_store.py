@@ -325,7 +325,9 @@ def test_items_get_a_float_popularity_index_that_orders_the_fallback(
     store.upsert_items(catalog)
     rec = Recommender(store, settings=RecommendSettings()).recommend("unknown-user", limit=5)
     assert rec.strategy == "fallback_popular"
-    assert [(i.item_id, i.score) for i in rec.items] == [("top", 30.5), ("mid", 7.0), ("low", 1.0)]
+    ranked = [(i.item_id, i.score) for i in rec.items]
+    # The item without a value only tops the list up to the limit, last (issue 19).
+    assert ranked == [("top", 30.5), ("mid", 7.0), ("low", 1.0), ("none", 0.0)]
 
     # The same items in a collection made without the index: the engine refuses to order.
     store.backend.create_collection("bare", CollectionLayout(("content",), DIM, searched=True))
