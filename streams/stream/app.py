@@ -73,6 +73,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from streams.contracts.events import DEFAULT_RULES, EventRules
+from streams.dlq_metrics import DeadLetterCounter
 from streams.lag import LagCollector
 from streams.settings import IntakeSettings, KafkaSettings, TopicSettings
 from streams.stream.faust_tables import ProducerSink, TableStore, backing_for, state_table
@@ -145,6 +146,7 @@ class StreamWorker:
         self._wire_lifecycle()
         self.metrics_server: MetricsServer | None = None
         self.lag: LagCollector | None = None
+        self.dead_letters: DeadLetterCounter | None = None
         self.state = "starting"
         self.owned: list[int] = []
         self._last_batch: float | None = None
@@ -340,12 +342,16 @@ class StreamWorker:
         if not s.metrics_enabled or self.metrics_server is not None:
             return
         self.lag = LagCollector(self.kafka, [s.app_id], registry=self.metrics.registry)
+        # Every stage's dead letters, publish's included (streams.dlq_metrics).
+        self.dead_letters = DeadLetterCounter(
+            self.kafka, self.topics.dlq, registry=self.metrics.registry
+        )
         server = MetricsServer(
             s.metrics_host,
             s.metrics_port,
             self.metrics.registry,
             health=self.health,
-            refresh=[self.lag],
+            refresh=[self.lag, self.dead_letters],
         )
         try:
             await server.start()
@@ -367,6 +373,9 @@ class StreamWorker:
         if self.lag is not None:
             await self.lag.close()
             self.lag = None
+        if self.dead_letters is not None:
+            await self.dead_letters.close()
+            self.dead_letters = None
 
 
 def _record_of(message: Any) -> Record:

@@ -347,6 +347,10 @@ def test_metrics_and_health_while_events_flow(
     assert got[("interest_stream_item_interactions_total", ())] == len(sent)
     assert got[("interest_stream_dlq_total", (("reason", "not_json"),))] == 1
     assert got[("interest_stream_dlq_total", (("reason", "unknown_type"),))] == 1
+    # The same dead letters, counted from the DLQ topic (where publish's would be too).
+    dead = "interest_dead_letters_total"
+    wait_until(lambda: scraped().get((dead, (("reason", "not_json"), ("stage", "stream")))) == 1)
+    assert scraped()[(dead, (("reason", "unknown_type"), ("stage", "stream")))] == 1
     assert got[("interest_worker_consuming", ())] == 1
     assert got[("interest_consumer_lag_read_ok", ())] == 1
     # One worker from a fresh group: nothing stale to re-read, no partition stalled.
