@@ -14,6 +14,7 @@ the broker *and* every client, because ``KafkaSettings.bootstrap`` defaults to i
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from datetime import UTC, datetime
 from pathlib import Path
@@ -239,7 +240,15 @@ class EmbedSettings(InterestSettings):
 
 
 class ApiSettings(InterestSettings):
-    """The local HTTP API of the process that owns the store (profile, recommend, items)."""
+    """The local HTTP API of the process that owns the store (profile, recommend, items).
+
+    Security (see :mod:`streams.embed.api`): writes need the bearer token ``token`` (or the first
+    line of the file ``token_file`` names, which wins: a mounted secret, no environment to leak);
+    ``auth_reads`` asks it of reads too. With no token configured, writes are accepted only while
+    the API listens on loopback (the single-machine default), refused otherwise. The token is a
+    ``SecretStr``: it never shows in a repr, a log line or an error. The same settings tell the
+    CLI's client which token to send.
+    """
 
     config_section = "api"
     model_config = SettingsConfigDict(env_prefix="INTEREST_API_", extra="ignore")
@@ -248,7 +257,44 @@ class ApiSettings(InterestSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     timeout_s: float = Field(default=30.0, gt=0)
+    token: SecretStr | None = None
+    #: A file holding the token (first line); wins over ``token``. Read when the API starts.
+    token_file: Path | None = None
+    #: Ask the token of reads too (profiles, recommendations, the Qdrant read endpoints).
+    auth_reads: bool = False
+    #: Largest request body accepted (413 above it); the CLI splits a catalog to fit.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: Writes per second each client address may make on average, and the burst it may spend.
+    write_rate_per_s: float = Field(default=5.0, gt=0)
+    write_burst: int = Field(default=20, ge=1)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when only this machine can reach the API (127.0.0.0/8, ::1, localhost)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def bearer_token(self) -> str | None:
+        """The token in clear (for the server's check and the client's header), or None."""
+        if self.token_file is not None:
+            try:
+                lines = self.token_file.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigFileError(
+                    f"INTEREST_API_TOKEN_FILE={self.token_file}: {exc.strerror or exc}"
+                ) from None
+            text = lines[0].strip() if lines else ""
+            if not text:
+                raise ConfigFileError(f"INTEREST_API_TOKEN_FILE={self.token_file}: empty")
+            return text
+        if self.token is None or not self.token.get_secret_value():
+            return None
+        return self.token.get_secret_value()

@@ -14,9 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Read by the CLI itself, not by a settings class.
 CLI_VARIABLES = {"INTEREST_LOG_LEVEL", "INTEREST_CONFIG_FILE"}
-#: Set by the deploy files for a setting the design names but this version does not read yet
-#: (DESIGN, "Deploying and securing": the write API needs a token). Harmless until it does.
-PENDING = {"INTEREST_API_TOKEN"}
 
 
 def _subclasses(cls: type) -> Iterable[type]:
@@ -40,5 +37,5 @@ def setting_names() -> set[str]:
 
 def unknown_settings(variables: Iterable[str]) -> list[str]:
     """The ``INTEREST_*`` names among ``variables`` that nothing reads, sorted."""
-    known = setting_names() | CLI_VARIABLES | PENDING
+    known = setting_names() | CLI_VARIABLES
     return sorted(v for v in set(variables) if v.startswith("INTEREST_") and v not in known)

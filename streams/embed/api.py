@@ -21,6 +21,24 @@ Routes (JSON):
 
 Every store access goes through one single-thread executor shared with the embed loop, because
 the embedded Qdrant client is not thread-safe.
+
+Security (:class:`ApiGuard`, one middleware in front of every route but ``/healthz`` and
+``/metrics``, which stay open for probes):
+
+- a *write* is any request that is not ``GET``/``HEAD``/``OPTIONS``, except the Qdrant read
+  endpoints under ``/collections`` (their ``POST`` bodies are queries; writes there are refused
+  anyway). Writes need ``Authorization: Bearer <INTEREST_API_TOKEN>``; with
+  ``INTEREST_API_AUTH_READS=true`` reads need it too (qdrant-client's ``api-key`` header is
+  accepted as well, so ``QdrantClient(url=..., api_key=token)`` reads). No header: 401 with
+  ``WWW-Authenticate: Bearer``; a wrong token: 403; compared in constant time.
+- no token configured: writes are accepted while the API listens on loopback only (one machine,
+  the default; whoever can reach it can open the store folder as well) and refused (403) on any
+  other address.
+- writes are rate limited per client address (a token bucket: ``INTEREST_API_WRITE_RATE_PER_S``,
+  burst ``INTEREST_API_WRITE_BURST``; 429 with ``Retry-After``), counted before the token check
+  so guessing is slow too; bodies above ``INTEREST_API_MAX_BODY_BYTES`` are a 413.
+
+Every refusal is a JSON ``{"error": reason}``; nothing is written.
 """
 
 from __future__ import annotations
@@ -28,13 +46,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import json
 import logging
 import math
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -86,9 +106,12 @@ class ApiServer:
         )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.guard = ApiGuard(settings)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(
+            client_max_size=self.settings.max_body_bytes, middlewares=[self.guard.middleware]
+        )
         app.add_routes(
             [
                 web.get("/healthz", self._healthz),
@@ -102,6 +125,10 @@ class ApiServer:
         return app
 
     async def start(self) -> None:
+        try:
+            self.guard.load_token()
+        except ValueError as exc:
+            raise ApiUnavailable(str(exc)) from None
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -175,6 +202,118 @@ class ApiServer:
             return _error(409, model_mismatch(mine, wanted))
         count = await self._in_store_thread(lambda: load_items(catalog, self.encoder, self.store))
         return web.json_response({"loaded": count})
+
+
+#: Routes that answer without a token (liveness/readiness probes, Prometheus).
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_write(request: web.Request) -> bool:
+    """A request that may change the store: not a GET, and not a Qdrant read endpoint's POST."""
+    if request.method in _READ_METHODS:
+        return False
+    return not (request.path == "/" or request.path.startswith("/collections"))
+
+
+class ApiGuard:
+    """Token, body-size and write-rate checks in front of every route (module docstring)."""
+
+    def __init__(self, settings: ApiSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._token: bytes | None = None
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def load_token(self) -> None:
+        """Read the token once (restart to rotate it); ValueError with one line if unusable."""
+        token = self.settings.bearer_token()
+        if token is None and self.settings.auth_reads:
+            raise ValueError(
+                "INTEREST_API_AUTH_READS=true needs INTEREST_API_TOKEN or INTEREST_API_TOKEN_FILE"
+            )
+        self._token = token.encode() if token is not None else None
+        if token is None and not self.settings.loopback_only:
+            log.warning(
+                "no INTEREST_API_TOKEN on %s: the API refuses every write", self.settings.host
+            )
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        write = is_write(request)
+        refusal = self._rate_limit(request) if write else None
+        if refusal is None and (write or self.settings.auth_reads):
+            refusal = self._check_token(request, write)
+        if refusal is None:
+            refusal = self._check_size(request)
+        if refusal is not None:
+            return refusal
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large()
+
+    def _check_token(self, request: web.Request, write: bool) -> web.Response | None:
+        if self._token is None:
+            if write and not self.settings.loopback_only:
+                return _error(
+                    403,
+                    f"writes are refused: no INTEREST_API_TOKEN is configured and the API "
+                    f"listens on {self.settings.host}, not only on loopback",
+                )
+            return None
+        given = _presented_token(request)
+        if given is None:
+            response = _error(401, "this route needs a token: send Authorization: Bearer <token>")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="interest-stream"'
+            return response
+        if not hmac.compare_digest(given.encode(), self._token):
+            return _error(403, "the token is not valid for this API")
+        return None
+
+    def _check_size(self, request: web.Request) -> web.Response | None:
+        length = request.content_length
+        if length is not None and length > self.settings.max_body_bytes:
+            return self._too_large()
+        return None
+
+    def _too_large(self) -> web.Response:
+        limit = self.settings.max_body_bytes
+        return _error(
+            413, f"the body is larger than {limit} bytes (INTEREST_API_MAX_BODY_BYTES); split it"
+        )
+
+    def _rate_limit(self, request: web.Request) -> web.Response | None:
+        """A token bucket per client address; a 429 with Retry-After when it is empty."""
+        rate, burst = self.settings.write_rate_per_s, float(self.settings.write_burst)
+        now = self.clock()
+        key = request.remote or "?"
+        tokens, last = self._buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            wait = math.ceil((1.0 - tokens) / rate)
+            response = _error(429, f"too many writes from {key}; retry in {wait} s")
+            response.headers["Retry-After"] = str(wait)
+            return response
+        self._buckets[key] = (tokens - 1.0, now)
+        if len(self._buckets) > 10_000:  # forget clients whose bucket has refilled
+            self._buckets = {
+                k: v for k, v in self._buckets.items() if v[0] + (now - v[1]) * rate < burst
+            }
+        return None
+
+
+def _presented_token(request: web.Request) -> str | None:
+    """The token a request carries: ``Authorization: Bearer`` or qdrant-client's ``api-key``."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = request.headers.get("api-key", "").strip()
+    return api_key or None
 
 
 #: Query parameters each route takes; any other is a 400 naming these (a misspelt ``limt``
@@ -304,15 +443,34 @@ class ApiClient:
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
 
+    def _headers(self, body: bytes | None) -> dict[str, str]:
+        """The token from the same settings as the server's (so ``items load`` works with it)."""
+        headers = {"Content-Type": "application/x-ndjson"} if body is not None else {}
+        token = self.settings.bearer_token()
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
     def _call(self, method: str, path: str, body: bytes | None = None) -> Any:
+        """One request; a 429 is retried after its Retry-After (up to 5 times, 30 s each)."""
+        for _attempt in range(5):
+            try:
+                return self._once(method, path, body)
+            except _RetryLater as later:
+                time.sleep(later.seconds)
+        return self._once(method, path, body)
+
+    def _once(self, method: str, path: str, body: bytes | None) -> Any:
         request = urllib.request.Request(
-            self.settings.url + path, data=body, method=method,
-            headers={"Content-Type": "application/x-ndjson"} if body is not None else {},
-        )  # fmt: skip
+            self.settings.url + path, data=body, method=method, headers=self._headers(body)
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.settings.timeout_s) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as exc:
+            retry_after = exc.headers.get("Retry-After", "")
+            if exc.code == 429 and retry_after.isdigit():
+                raise _RetryLater(min(30, int(retry_after))) from None
             detail = exc.read().decode(errors="replace")
             with contextlib.suppress(json.JSONDecodeError, AttributeError):
                 detail = json.loads(detail).get("error", detail)
@@ -341,6 +499,36 @@ class ApiClient:
         return result
 
     def load_items(self, body: bytes, model: str | None = None) -> int:
-        """POST the catalog; with ``model`` the service refuses (409) if it embeds with another."""
+        """POST the catalog; with ``model`` the service refuses (409) if it embeds with another.
+
+        A catalog larger than ``INTEREST_API_MAX_BODY_BYTES`` goes in several requests, split
+        between lines (the caller validated every line first, so none is refused halfway).
+        """
         path = "/v1/items" + ("?" + urllib.parse.urlencode({"model": model}) if model else "")
-        return int(self._call("POST", path, body)["loaded"])
+        chunks = split_lines(body, self.settings.max_body_bytes)
+        return sum(int(self._call("POST", path, chunk)["loaded"]) for chunk in chunks)
+
+
+class _RetryLater(Exception):
+    """A 429 the client waits out."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def split_lines(body: bytes, limit: int) -> Iterator[bytes]:
+    """``body`` in pieces of at most ``limit`` bytes, each cut after a newline.
+
+    A single line longer than ``limit`` goes alone (the server answers it 413, naming the limit).
+    """
+    start = 0
+    while len(body) - start > limit:
+        cut = body.rfind(b"\n", start, start + limit)
+        if cut < start:
+            newline = body.find(b"\n", start + limit)
+            cut = len(body) - 1 if newline < 0 else newline
+        yield body[start : cut + 1]
+        start = cut + 1
+    if start < len(body) or not body:
+        yield body[start:]
