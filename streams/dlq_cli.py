@@ -184,6 +184,31 @@ class DeadLetterReader:
         letters.sort(key=lambda s: s.order)
         return letters[-last:] if last else letters
 
+    async def new_records(self, max_records: int) -> list[ConsumerRecord[Any, Any]]:
+        """The records written since the previous call (the first: all the topic holds), read
+        up to the end offsets of now, about ``max_records`` at most (the rest comes with the
+        next call); none while the topic does not exist. For a running count (streams.dlq_metrics);
+        :meth:`existing` and :meth:`follow` are the command's."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        if not self.partitions:
+            self.partitions = await self._partitions(self._client_kwargs())
+            if not self.partitions:
+                return []
+            consumer.assign(self.partitions)  # no group, no offsets: from the start
+        end = await consumer.end_offsets(self.partitions)
+        records: list[ConsumerRecord[Any, Any]] = []
+        pending = {tp for tp in self.partitions if await consumer.position(tp) < end[tp]}
+        moved = time.monotonic()
+        while pending and len(records) < max_records and time.monotonic() - moved < STALL_S:
+            batch = await consumer.getmany(*pending, timeout_ms=300, max_records=5_000)
+            for part in batch.values():
+                records += part  # past the end too: the position has moved over them
+                moved = time.monotonic()
+            pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
+        return records
+
     async def follow(self, stop: asyncio.Event, show: Callable[[ShownLetter], None]) -> None:
         """Show each letter written after the open, as it arrives, until ``stop`` is set. A
         topic that does not exist yet is waited for (everything in it is then new)."""
