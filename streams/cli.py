@@ -308,6 +308,57 @@ def items_load(source: Path, as_json: bool) -> None:
     emit({"loaded": count}, as_json, f"loaded {count} items into Qdrant")
 
 
+# -- users -----------------------------------------------------------------------------------
+
+
+@main.group(cls=CliGroup)
+def user() -> None:
+    """A user's data: forget a user on request."""
+
+
+@user.command("delete")
+@click.argument("user_id")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the workers to apply it (0: do not wait).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def user_delete(user_id: str, wait_s: float, as_json: bool) -> None:
+    """Forget USER_ID: its profile point and its stream state.
+
+    Writes a delete request to the events topic, in order with the user's events: what came
+    before it is forgotten, events after it start a new profile, and no replay or restart
+    brings the old one back. The raw events stay in the topic until its retention removes them.
+    """
+    from streams.settings import EmbedSettings
+    from streams.stream.settings import StreamSettings
+    from streams.user_delete import DeleteNotApplied, delete_user
+
+    try:
+        receipt, waited = delete_user(
+            user_id,
+            wait_s=wait_s or None,
+            stream_group=StreamSettings().app_id,
+            embed_group=EmbedSettings().group_id,
+        )
+    except DeleteNotApplied as exc:
+        fail(
+            f"delete of {user_id!r} requested, but not applied within {wait_s:g} s: {exc} "
+            "(are the workers running? it applies when they do)"
+        )
+    where = f"{receipt.topic} partition {receipt.partition} offset {receipt.offset}"
+    done = (
+        f"deleted user {user_id!r} (profile point and stream state) in {waited:.1f} s"
+        if waited is not None
+        else f"delete of user {user_id!r} requested ({where}); the workers apply it in order"
+    )
+    emit({**receipt.to_dict(), "applied": waited is not None, "waited_s": waited}, as_json, done)
+
+
 # -- queries ---------------------------------------------------------------------------------
 
 

@@ -264,6 +264,17 @@ class InterestStore:
             )
         return out
 
+    def delete_users(self, user_ids: Iterable[str]) -> None:
+        """Delete users' points (one request; users without a point, or no users collection
+        yet, are no error): their vectors, state and engagement lists go with them."""
+        ids = [user_point_id(u) for u in user_ids]
+        if not ids:
+            return
+        try:
+            self.backend.delete(self.users_collection, ids)
+        except CollectionNotFound:
+            return
+
     def upsert_users(self, users: Sequence[UserWrite]) -> None:
         """Write users (one request, durable on return): each point is replaced whole.
 

@@ -57,6 +57,8 @@ PAST_TIMESTAMP: Final = "past_timestamp"
 BAD_WEIGHT: Final = "bad_weight"
 TOO_MANY_TAGS: Final = "too_many_tags"
 NO_CONTENT: Final = "no_content"
+#: A control record (streams.contracts.control) this version cannot read.
+BAD_CONTROL: Final = "bad_control"
 
 REASONS: Final = (
     NOT_JSON,
@@ -73,6 +75,7 @@ REASONS: Final = (
     NO_CONTENT,
     SECONDS_TIMESTAMP,
     PAST_TIMESTAMP,
+    BAD_CONTROL,
 )
 
 #: 1990-01-01T00:00:00Z in epoch ms: the default earliest event time. Anything earlier is almost

@@ -36,6 +36,10 @@ from typing import Any, Final
 import orjson
 
 JOB_SCHEMA_VERSION: Final = 1
+#: A delete job's version. Not 1, so that an embed worker older than delete jobs dead-letters
+#: one (``invalid_job``, visible) instead of reading it as an empty update and keeping the user.
+DELETE_JOB_VERSION: Final = 2
+DELETE_USER_OP: Final = "delete_user"
 
 
 class InvalidJob(ValueError):
@@ -150,3 +154,56 @@ class UpdateJob:
         if "seq" in d and int(d["seq"]) != job.seq:
             raise InvalidJob(f"seq {d['seq']} does not match the last event's n {job.seq}")
         return job
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteUserJob:
+    """Forget ``user_id``: emitted by the stream worker where it read the user's delete request
+    (streams.contracts.control), in order with the user's update jobs on the same partition.
+
+    Schema (JSON, key = user_id)::
+
+        {"v": 2, "op": "delete_user", "user_id": "u1", "requested_at": 1700000000000,
+         "emitted_ms": 1700000000456}
+
+    The embed worker deletes the user's point; the user's jobs after it start a new profile
+    (their events are numbered from 1 again, the stream state having been deleted too).
+    """
+
+    user_id: str
+    requested_at_ms: int
+    emitted_ms: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": DELETE_JOB_VERSION,
+                "op": DELETE_USER_OP,
+                "user_id": self.user_id,
+                "requested_at": self.requested_at_ms,
+                "emitted_ms": self.emitted_ms,
+            }
+        )
+
+
+def parse_job(raw: bytes) -> UpdateJob | DeleteUserJob:
+    """Parse a record of interest.updates: an update or a delete; :class:`InvalidJob` else.
+
+    >>> parse_job(DeleteUserJob("u1", 5, 6).to_json())
+    DeleteUserJob(user_id='u1', requested_at_ms=5, emitted_ms=6)
+    """
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJob(f"malformed job: {exc}") from None
+    if not isinstance(d, dict) or d.get("op") != DELETE_USER_OP:
+        return UpdateJob.from_json(raw)
+    try:
+        if int(d.get("v", 0)) != DELETE_JOB_VERSION:
+            raise InvalidJob(f"delete job version {d.get('v')!r} is not {DELETE_JOB_VERSION}")
+        user_id = d["user_id"]
+        if not isinstance(user_id, str) or not user_id:
+            raise InvalidJob("delete job without a user_id")
+        return DeleteUserJob(user_id, int(d.get("requested_at", 0)), int(d["emitted_ms"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidJob(f"malformed delete job: {exc!r}") from None

@@ -12,6 +12,8 @@ Routes (JSON):
 - ``GET /metrics``: Prometheus text format
 - ``GET /v1/users/{user_id}?vectors=1``: the profile (:func:`models.user_view.describe_user`),
   with ``model``: the service's model and the languages it serves
+- ``DELETE /v1/users/{user_id}``: forget the user (a write): 202 with where the request was
+  written on the events topic; the workers apply it in order (:mod:`streams.user_delete`)
 - ``GET /v1/users/{user_id}/recommendations?limit=&dimension=&filter=k=v&diversity=``
 - ``POST /v1/items?model=<name>``: body = JSON lines of catalog items → ``{"loaded": n}``; a
   ``model`` other than the service's is a 409 (items must be embedded by the users' model)
@@ -67,13 +69,17 @@ from models.recommend import Recommender
 from models.settings import ProfileSettings
 from models.store import InterestStore
 from models.user_view import describe_user
+from streams.contracts.events import InvalidEvent
 from streams.embed.qdrant_rest import QdrantRest
 from streams.settings import ApiSettings
+from streams.topics import KafkaUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Recommend = Callable[[str, dict[str, Any]], dict[str, Any]]
+#: Writes a user's delete request and says where (``streams.user_delete.DeleteReceipt``).
+DeleteUser = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 class ApiUnavailable(RuntimeError):
@@ -104,6 +110,9 @@ class ApiServer:
         self.recommend: Recommend = lambda user_id, options: (
             Recommender(store).recommend(user_id, **options).to_dict()
         )
+        #: Writes a user's delete request (the worker's ``request_user_delete``); None: the
+        #: route answers 503.
+        self.delete_user: DeleteUser | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self.guard = ApiGuard(settings)
@@ -117,6 +126,7 @@ class ApiServer:
                 web.get("/healthz", self._healthz),
                 web.get("/metrics", self._metrics),
                 web.get("/v1/users/{user_id}", self._profile),
+                web.delete("/v1/users/{user_id}", self._delete_user),
                 web.get("/v1/users/{user_id}/recommendations", self._recommend),
                 web.post("/v1/items", self._items),
             ]
@@ -175,6 +185,24 @@ class ApiServer:
         stored = await self._in_store_thread(lambda: self.store.get_users([user_id]))
         view = describe_user(user_id, stored.get(user_id), with_vectors=vectors)
         return web.json_response({**view, "model": model_info(self.encoder.model_name)})
+
+    async def _delete_user(self, request: web.Request) -> web.Response:
+        """202 with where the request was written: it applies in order with the user's events
+        (:mod:`streams.user_delete`); the profile answers "no profile yet" once it has."""
+        user_id = request.match_info["user_id"]
+        try:
+            _check_names(request.query, ())
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if self.delete_user is None:
+            return _error(503, "this API has no Kafka connection to write a delete request")
+        try:
+            receipt = await self.delete_user(user_id)
+        except InvalidEvent as exc:
+            return _error(400, exc.detail)
+        except KafkaUnavailable as exc:
+            return _error(503, str(exc).partition("\n")[0])
+        return web.json_response({**receipt, "status": "accepted"}, status=202)
 
     async def _recommend(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]

@@ -63,7 +63,7 @@ from models.encoder import Encoder, outside_model_languages
 from models.interests import Observation, StateError
 from models.profile import InterestSpec, UserInterests
 from models.store import InterestStore, StoredUser, UserWrite
-from streams.contracts.jobs import JobEvent, UpdateJob
+from streams.contracts.jobs import DeleteUserJob, JobEvent, UpdateJob
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,39 @@ class FoldReport:
     outside_example: str | None = None
     #: Users written without any vector (progress only): nothing of theirs could be embedded.
     users_without_vectors: int = 0
+    #: Users whose point was deleted on request (a delete job, streams.contracts.jobs).
+    users_deleted: int = 0
     upsert_s: float = 0.0
     #: Seconds from the oldest event of each job reaching a stream worker to its upsert.
     freshness_s: list[float] = field(default_factory=list)
+
+
+def after_deletes(
+    records: Sequence[UpdateJob | DeleteUserJob],
+) -> tuple[list[str], list[UpdateJob]]:
+    """Split a batch read from interest.updates into the users to delete and the update jobs
+    still to fold. A user's records arrive in their partition's order; the jobs before its last
+    delete job are dropped (the delete wipes what they would fold), those after it are its new
+    profile, folded onto an empty point.
+
+    >>> from streams.contracts.jobs import JobEvent, UpdateJob
+    >>> def job(user, n):
+    ...     return UpdateJob(user, (JobEvent(n, f"e{n}", "click", 1.0, 0, text="t"),), 0, 0)
+    >>> gone, jobs = after_deletes([job("a", 7), job("b", 3), DeleteUserJob("a", 0, 0),
+    ...                             job("a", 1)])
+    >>> gone, [(j.user_id, j.seq) for j in jobs]
+    (['a'], [('b', 3), ('a', 1)])
+    """
+    last_delete: dict[str, int] = {}
+    for i, record in enumerate(records):
+        if isinstance(record, DeleteUserJob):
+            last_delete[record.user_id] = i
+    jobs = [
+        r
+        for i, r in enumerate(records)
+        if isinstance(r, UpdateJob) and i > last_delete.get(r.user_id, -1)
+    ]
+    return list(last_delete), jobs
 
 
 def pending_events(jobs: Sequence[UpdateJob], stored_seq: int) -> list[JobEvent]:
@@ -168,14 +198,24 @@ class JobFolder:
             self.store.ensure_collections(self.encoder.dimension, self.spec.vector_names(), extra)
             self._collections_ready = True
 
-    def apply(self, jobs: Sequence[UpdateJob], now_ms: int | None = None) -> FoldReport:
+    def apply(
+        self,
+        jobs: Sequence[UpdateJob],
+        now_ms: int | None = None,
+        forget: Sequence[str] = (),
+    ) -> FoldReport:
         """Fold ``jobs`` into their users' points: one read, one write, whatever the batch.
 
-        ``now_ms`` (default: the wall clock once the vectors are ready) becomes each written
-        point's ``updated_at``.
+        ``forget``: users whose points are deleted first (:func:`after_deletes`), so that their
+        ``jobs`` here start new points. Deleting again is harmless, so a retried or replayed
+        batch ends the same. ``now_ms`` (default: the wall clock once the vectors are ready)
+        becomes each written point's ``updated_at``.
         """
         self.ensure_collections()
         report = FoldReport(jobs=len(jobs))
+        if forget:
+            self.store.delete_users(forget)
+            report.users_deleted = len(forget)
         by_user: dict[str, list[UpdateJob]] = defaultdict(list)
         for job in jobs:
             by_user[job.user_id].append(job)

@@ -62,6 +62,11 @@ class EmbedMetrics:
             "Event vectors taken from Qdrant items",
             registry=r,
         )
+        self.user_deletes = Counter(
+            "interest_embed_user_deletes",
+            "User points deleted on request (delete jobs; a replayed delete counts again)",
+            registry=r,
+        )
 
     def _add_timings_and_gauges(self, r: CollectorRegistry) -> None:
         """How batches go: their size and duration, upsert latency and failures, freshness, and

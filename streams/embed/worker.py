@@ -47,15 +47,23 @@ from models.profile import InterestSpec
 from models.settings import CollabSettings, ModelSettings, ProfileSettings, QdrantSettings
 from models.store import InterestStore, LegacyStoreError, StoreLockedError, StoreSchemaError
 from streams.contracts.dlq import DeadLetter, kafka_source
-from streams.contracts.jobs import InvalidJob, UpdateJob
+from streams.contracts.jobs import DeleteUserJob, InvalidJob, UpdateJob, parse_job
 from streams.contracts.popularity import InvalidRecord, PopularityUpdate
 from streams.embed.api import ApiServer
 from streams.embed.collab import CollabRefresher
-from streams.embed.fold import FoldReport, JobFolder
+from streams.embed.fold import FoldReport, JobFolder, after_deletes
 from streams.embed.metrics import EmbedMetrics
 from streams.lag import LagCollector
-from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
+from streams.publish import EventPublisher
+from streams.settings import (
+    ApiSettings,
+    EmbedSettings,
+    IntakeSettings,
+    KafkaSettings,
+    TopicSettings,
+)
 from streams.topics import ensure_popularity_topic, ensure_topics, unreachable
+from streams.user_delete import request_delete
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,6 +140,8 @@ class EmbedWorker:
         self.started = False
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        #: Writes the API's delete requests to the events topic (started on first use).
+        self._publisher: EventPublisher | None = None
         self._store: InterestStore | None = None
         self._folder: JobFolder | None = None
         self.encoder: Encoder | None = None
@@ -184,6 +194,7 @@ class EmbedWorker:
                 health=self.health, metrics=self.render_metrics,
                 ensure_collections=self._folder.ensure_collections,
             )  # fmt: skip
+            self.api.delete_user = self.request_user_delete
             await self.api.start()
         consumer = AIOKafkaConsumer(
             *subscribed,
@@ -279,12 +290,27 @@ class EmbedWorker:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
         if self._store is not None:
             store = self._store
             await asyncio.get_running_loop().run_in_executor(self._store_executor, store.close)
             self._store = None
         self.started = False
         log.info("embed worker stopped: %s", self.stats)
+
+    async def request_user_delete(self, user_id: str) -> dict[str, object]:
+        """``DELETE /v1/users/{id}``: write the user's delete request to the events topic
+        (:mod:`streams.user_delete`); this worker deletes the point when the delete job, from
+        the stream worker, comes back in order with the user's update jobs."""
+        if self._publisher is None:
+            rules = IntakeSettings().rules()
+            publisher = EventPublisher(self.kafka, self.topics, rules, create_topics=False)
+            await publisher.start()
+            self._publisher = publisher
+        receipt = await request_delete(self._publisher, user_id, by="api")
+        return receipt.to_dict()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -353,6 +379,9 @@ class EmbedWorker:
         for reason, count in report.skipped.items():
             m.events_skipped.labels(reason).inc(count)
         m.item_vectors.inc(report.item_vectors_used)
+        if report.users_deleted:
+            m.user_deletes.inc(report.users_deleted)
+            log.info("deleted %d user(s) on request", report.users_deleted)
         if report.texts_outside_languages:
             m.texts_outside_languages.inc(report.texts_outside_languages)
             self._warn_languages(report)
@@ -373,7 +402,7 @@ class EmbedWorker:
 
     async def process(self, batch: Mapping[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         assert self._consumer is not None and self._folder is not None
-        jobs: list[UpdateJob] = []
+        jobs_read: list[UpdateJob | DeleteUserJob] = []
         popularity: dict[str, float] = {}
         for tp, records in batch.items():
             if tp.topic == self.topics.popularity:
@@ -388,15 +417,16 @@ class EmbedWorker:
                 continue
             for record in records:
                 try:
-                    jobs.append(UpdateJob.from_json(record.value))
+                    jobs_read.append(parse_job(record.value))
                 except InvalidJob as exc:
                     await self._dead_letter(record, tp, str(exc))
+        forget, jobs = after_deletes(jobs_read)
         started = time.monotonic()
-        if jobs:
-            report = await self._apply_with_retry(jobs)
+        if jobs or forget:
+            report = await self._apply_with_retry(jobs, forget)
             if report is None:
                 return  # asked to exit while the store was failing: nothing committed
-            self._record(report, len(jobs), time.monotonic() - started)
+            self._record(report, len(jobs_read), time.monotonic() - started)
             self._collab_pending = self._collab_pending or report.users > 0
         if popularity:
             applied = await self._retry(
@@ -417,10 +447,14 @@ class EmbedWorker:
             # seq check makes them no-ops where we already upserted.
             log.warning("commit after rebalance failed (%s); jobs will be replayed", exc)
 
-    async def _apply_with_retry(self, jobs: list[UpdateJob]) -> FoldReport | None:
+    async def _apply_with_retry(
+        self, jobs: list[UpdateJob], forget: list[str]
+    ) -> FoldReport | None:
         folder = self._folder
         assert folder is not None
-        return await self._retry(lambda: folder.apply(jobs), f"{len(jobs)} jobs")
+        return await self._retry(
+            lambda: folder.apply(jobs, forget=forget), f"{len(jobs) + len(forget)} jobs"
+        )
 
     async def _retry(self, call: Callable[[], T], what: str) -> T | None:
         """``call()`` on the store thread until it works; None if asked to exit meanwhile."""

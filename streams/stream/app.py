@@ -82,7 +82,7 @@ from streams.stream.metrics import MetricsServer, StreamMetrics
 from streams.stream.popularity import PopularityProcessor
 from streams.stream.processor import StreamProcessor
 from streams.stream.settings import StreamSettings
-from streams.stream.types import Record, Sink, Topics, partition_for
+from streams.stream.types import Headers, Record, Sink, Topics, partition_for
 from streams.stream.types import StreamStats as StreamStats  # re-exported
 from streams.topics import ensure_copartitioned, ensure_popularity_topic, ensure_topics
 
@@ -387,7 +387,16 @@ def _record_of(message: Any) -> Record:
         key=message.key,
         value=message.value,
         timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        headers=_headers_of(message.headers),
     )
+
+
+def _headers_of(raw: Any) -> Headers | None:
+    """A faust message's headers (a list of pairs, or a mapping) as a list of pairs."""
+    if not raw:
+        return None
+    pairs = raw.items() if isinstance(raw, Mapping) else raw
+    return [(str(name), bytes(value or b"")) for name, value in pairs]
 
 
 def _make_app(

@@ -44,6 +44,7 @@ class StatsLike(Protocol):
     forwarded: int
     folded: int
     compacted: int
+    deletes: int
     batches: int
     jobs: int
     job_events: int
@@ -73,6 +74,7 @@ _TOTALS = (
         "interest_stream_states_compacted",
         "Idle users' states shrunk to numbering and offsets",
     ),
+    ("deletes", "interest_stream_user_deletes", "Users forgotten on request (state deleted)"),
     ("batches", "interest_stream_batches", "Batches processed"),
     ("jobs", "interest_stream_jobs", "Update jobs emitted to the embed workers"),
     ("job_events", "interest_stream_job_events", "Events carried by emitted update jobs"),

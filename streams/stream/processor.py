@@ -11,6 +11,9 @@ the trigger policy (:mod:`streams.stream.triggers`) which users are due and emit
 flushes idle users whose oldest pending event is about to exceed max_delay (counted from the
 record's Kafka timestamp). New events with an item and a positive weight are also summed per
 item for the batch and sent to the item repartition topic (:mod:`streams.stream.popularity`).
+A delete request (a control record, :mod:`streams.contracts.control`) deletes the user's state
+-- with what this batch applied before it -- and, once the tombstone is durable, emits a delete
+job ahead of the batch's update jobs; the user's later events are numbered from 1 again.
 :mod:`streams.stream.app` feeds it from faust; the tests feed it fakes.
 
 Restart safety (kill -9 at any point loses no event and never renumbers one):
@@ -38,8 +41,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streams.contracts.control import DELETE_USER, control_of, parse_delete_user
 from streams.contracts.dlq import DeadLetter, kafka_source
 from streams.contracts.events import DEFAULT_RULES, EventRules, InvalidEvent, parse_event
+from streams.contracts.jobs import DeleteUserJob
 from streams.stream.popularity import Contributions
 from streams.stream.table_owner import StateStore, TableOwner
 from streams.stream.triggers import FlushLead, FlushReason, TriggerPolicy
@@ -158,8 +163,9 @@ class StreamProcessor(TableOwner):
             now = self._now_ms()
             sends: list[Awaitable[Any]] = []
             touched: dict[bytes, tuple[str, UserState]] = {}
+            deletes: list[DeleteUserJob] = []
             for rec in records:
-                await self._route(rec, now, touched, sends)
+                await self._route(rec, now, touched, sends, deletes)
             due: list[_Due] = []
             for key, (user_id, state) in touched.items():
                 self._save(key, state)
@@ -167,6 +173,8 @@ class StreamProcessor(TableOwner):
                 if reason is not None:
                     due.append(_Due(key, user_id, state, reason))
             await self.store.write_back()
+            if deletes:
+                await self._emit_deletes(deletes)
             if due:
                 await self._emit(due, now)
             for key, (_user_id, state) in touched.items():
@@ -189,10 +197,14 @@ class StreamProcessor(TableOwner):
         now: int,
         touched: dict[bytes, tuple[str, UserState]],
         sends: list[Awaitable[Any]],
+        deletes: list[DeleteUserJob],
     ) -> None:
         self.stats.records += 1
         raw = rec.value if rec.value is not None else b""
         try:
+            if control_of(rec.headers) == DELETE_USER:
+                await self._delete_user(rec, raw, now, touched, sends, deletes)
+                return
             event = parse_event(raw, now_ms=now, rules=self.rules)
         except InvalidEvent as exc:
             sends.append(await self._dead_letter(rec, raw, exc, now))
@@ -200,19 +212,7 @@ class StreamProcessor(TableOwner):
         key = event.user_id.encode()
         partition = partition_for(key, self.partitions)
         if partition != rec.partition:
-            # Not in its user's partition (unkeyed, keyed by something else, or another
-            # partitioner): re-key it so that one partition -- one worker -- owns each user.
-            self.stats.forwarded += 1
-            origin = f"{rec.topic}:{rec.partition}:{rec.offset}".encode()
-            sends.append(
-                await self.sink.send(
-                    self.topics.repartition,
-                    key,
-                    raw,
-                    partition=partition,
-                    headers=[("forwarded_from", origin)],
-                )
-            )
+            sends.append(await self._forward(rec, key, raw, partition))
             return
         entry = touched.get(key)
         if entry is None:
@@ -241,6 +241,57 @@ class StreamProcessor(TableOwner):
             self.stats.duplicates += 1
         else:
             self.stats.replays += 1
+
+    async def _forward(self, rec: Record, key: bytes, raw: bytes, partition: int) -> Awaitable[Any]:
+        """Re-key a record that is not in its user's partition (unkeyed, keyed by something
+        else, another partitioner) so that one partition -- one worker -- owns each user. Its
+        headers go with it (a control record stays one)."""
+        self.stats.forwarded += 1
+        origin = f"{rec.topic}:{rec.partition}:{rec.offset}".encode()
+        headers = [h for h in rec.headers or () if h[0] != "forwarded_from"]
+        return await self.sink.send(
+            self.topics.repartition,
+            key,
+            raw,
+            partition=partition,
+            headers=[*headers, ("forwarded_from", origin)],
+        )
+
+    async def _delete_user(
+        self,
+        rec: Record,
+        raw: bytes,
+        now: int,
+        touched: dict[bytes, tuple[str, UserState]],
+        sends: list[Awaitable[Any]],
+        deletes: list[DeleteUserJob],
+    ) -> None:
+        """Forget a user (streams.contracts.control): its state goes -- a tombstone on the
+        changelog at this batch's write-back -- with whatever this batch applied before the
+        request; a delete job follows for the embed worker. Events after it start afresh."""
+        request = parse_delete_user(raw, max_user_id_chars=self.rules.max_user_id_chars)
+        key = request.user_id.encode()
+        partition = partition_for(key, self.partitions)
+        if partition != rec.partition:
+            sends.append(await self._forward(rec, key, raw, partition))
+            return
+        touched.pop(key, None)
+        self._hot.pop(key, None)
+        self._scheduled.pop(key, None)  # its heap entry is skipped as superseded
+        self.store.delete(key)
+        self.stats.deletes += 1
+        deletes.append(DeleteUserJob(request.user_id, request.requested_at_ms, now))
+
+    async def _emit_deletes(self, deletes: list[DeleteUserJob]) -> None:
+        """Send the batch's delete jobs once the tombstones are on the changelog (as a job
+        never leaves before the state it reflects is durable), ahead of the batch's update
+        jobs: a user's update jobs after its delete job are its new profile."""
+        await self.sink.barrier()
+        deliveries = [
+            await self.sink.send(self.topics.updates, job.user_id.encode(), job.to_json())
+            for job in deletes
+        ]
+        await asyncio.gather(*deliveries)
 
     async def _dead_letter(
         self, rec: Record, raw: bytes, exc: InvalidEvent, now: int

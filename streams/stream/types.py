@@ -41,6 +41,8 @@ class Record:
     value: bytes | None
     #: The record's Kafka timestamp (epoch ms; None: unknown, taken as "now").
     timestamp_ms: int | None = None
+    #: The record's headers (a control record, streams.contracts.control, is told by one).
+    headers: Headers | None = None
 
 
 @lru_cache(maxsize=65536)
@@ -85,6 +87,8 @@ class StreamStats:
     folded: int = 0
     #: Idle users' states shrunk to numbering and offsets (StreamProcessor.compact_idle).
     compacted: int = 0
+    #: Users forgotten on request (streams.contracts.control).
+    deletes: int = 0
     batches: int = 0
     jobs: int = 0
     job_events: int = 0

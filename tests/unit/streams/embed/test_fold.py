@@ -131,3 +131,37 @@ def test_the_engagement_list_is_kept_per_user_and_replays_leave_it_alone(
     assert [e[0] for e in stored] == ["a", "c", "d"]  # the 3 newest items
     folder.apply([first, job("u", ev(4, "c"), ev(5, "d", type_="like"))])  # a replay
     assert store.get_users(["u"])["u"].payload["engaged"] == stored
+
+
+def test_a_delete_job_removes_the_point_and_what_follows_it_is_a_new_profile(
+    folder: JobFolder, store: InterestStore
+) -> None:
+    from streams.contracts.jobs import DeleteUserJob
+    from streams.embed.fold import after_deletes
+
+    folder.apply([job("gone", ev(1, text="gardening tips"), ev(2, "known")), job("kept", ev(1))])
+    assert store.get_users(["gone"])["gone"].payload["seq"] == 2
+    # One batch: an old job, the delete, the user's first event after it (numbered 1 again).
+    batch = [
+        job("gone", ev(3, text="sailing boats")),
+        DeleteUserJob("gone", T0, T0),
+        job("gone", ev(1, text="baking bread")),
+    ]
+    forget, jobs = after_deletes(batch)
+    report = folder.apply(jobs, forget=forget)
+    assert report.users_deleted == 1
+    fresh = store.get_users(["gone", "kept"])
+    assert fresh["gone"].payload["seq"] == 1 and fresh["gone"].payload["events_folded"] == 1
+    expected = folder.encoder.encode(["baking bread"])[0]
+    assert np.allclose(fresh["gone"].vectors["short_term"], expected, atol=1e-5)
+    assert fresh["kept"].payload["seq"] == 1  # others are untouched
+    # The same batch again (a replay before the commit) ends the same.
+    folder.apply(jobs, forget=forget)
+    again = store.get_users(["gone"])["gone"]
+    assert {k: v for k, v in again.payload.items() if k != "updated_at"} == {
+        k: v for k, v in fresh["gone"].payload.items() if k != "updated_at"
+    }
+    assert np.allclose(again.vectors["short_term"], expected, atol=1e-5)
+    # A delete with nothing after it leaves no point at all.
+    folder.apply([], forget=["gone"])
+    assert "gone" not in store.get_users(["gone"])

@@ -1,0 +1,169 @@
+"""Forgetting a user through the real pipeline: `interest-stream user delete` and
+``DELETE /v1/users/{id}`` against a real `run` (stream worker, embed worker with the model,
+embedded Qdrant) on the real broker; then a restart whose stream state comes back from the
+changelog alone, and a new event that starts a new profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.settings import KafkaSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "streams.cli"]
+T0 = 1_790_000_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Run:
+    proc: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def logs(self) -> str:
+        return f"stdout:\n{self.out.read_text()}\nstderr:\n{self.err.read_text()[-4000:]}"
+
+
+def start(env: dict[str, str], folder: Path, name: str) -> Run:
+    out, err = folder / f"{name}.out", folder / f"{name}.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*CLI, "run"], env=env, cwd=ROOT, stdout=stdout, stderr=stderr,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    run = Run(proc, out, err)
+    deadline = time.monotonic() + 240
+    while "workers up in" not in out.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, run.logs()
+        time.sleep(0.2)
+    return run
+
+
+def stop(run: Run) -> None:
+    os.killpg(run.proc.pid, signal.SIGINT)
+    assert run.proc.wait(timeout=90) == 0, run.logs()
+
+
+def cli(
+    env: dict[str, str], *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env=env, cwd=ROOT, capture_output=True, timeout=120,
+        input=None if stdin is None else stdin.decode(), text=True,
+    )  # fmt: skip
+
+
+def event(user: str, n: int, text: str) -> bytes:
+    body = {"event_id": f"{user}-{n}-{text}", "user_id": user, "type": "read"}
+    return json.dumps({**body, "ts": T0 + n * 1000, "text": text}).encode()
+
+
+def profile(api: str, user: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{api}/v1/users/{user}", timeout=30) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+        return body
+
+
+def wait_until(check: Callable[[], bool], what: str, run: Run, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not within {timeout_s} s\n{run.logs()}"
+        time.sleep(0.3)
+
+
+def test_a_deleted_user_stays_deleted_across_a_restart_and_starts_afresh(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    api = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "INTEREST_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "INTEREST_QDRANT_PATH": str(tmp_path / "qdrant"),
+        "INTEREST_TOPICS_EVENTS": f"del-{run_id}.events",
+        "INTEREST_TOPICS_DLQ": f"del-{run_id}.events.dlq",
+        "INTEREST_TOPICS_UPDATES": f"del-{run_id}.updates",
+        "INTEREST_TOPICS_POPULARITY": f"del-{run_id}.items.popularity",
+        "INTEREST_TOPICS_PARTITIONS": "2",
+        "INTEREST_STREAM_APP_ID": f"del-{run_id}",
+        "INTEREST_STREAM_REPARTITION_TOPIC": f"del-{run_id}.repartition",
+        "INTEREST_STREAM_DATA_DIR": str(tmp_path / "stream"),
+        "INTEREST_STREAM_METRICS_PORT": str(free_port()),
+        "INTEREST_EMBED_GROUP_ID": f"del-{run_id}-embed",
+        "INTEREST_API_PORT": api.rsplit(":", 1)[1],
+    }
+    env.pop("INTEREST_QDRANT_URL", None)
+    run = start(env, tmp_path, "first")
+    lines = [event("alice", n, t) for n, t in enumerate(["sailing", "knots", "harbours", "tides"])]
+    lines += [event("bob", n, t) for n, t in enumerate(["chess openings", "endgames"])]
+    published = cli(env, "publish", "-", stdin=b"\n".join(lines) + b"\n")
+    assert published.returncode == 0, published.stderr
+    wait_until(lambda: profile(api, "alice").get("seq") == 4, "alice folded", run)
+    wait_until(lambda: profile(api, "bob").get("seq") == 2, "bob folded", run)
+
+    # The CLI: waits until both workers have applied it.
+    deleted = cli(env, "user", "delete", "alice", "--json", "--wait", "90")
+    assert deleted.returncode == 0, deleted.stderr
+    receipt = json.loads(deleted.stdout)
+    assert receipt["applied"] is True and receipt["topic"] == env["INTEREST_TOPICS_EVENTS"]
+    assert profile(api, "alice")["found"] is False
+    assert profile(api, "bob")["seq"] == 2  # nobody else is touched
+
+    # The API: 202 with where the request went; applied shortly after.
+    request = urllib.request.Request(f"{api}/v1/users/bob", method="DELETE")
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status == 202
+        accepted = json.loads(resp.read())
+    assert accepted["status"] == "accepted" and accepted["user_id"] == "bob"
+    wait_until(lambda: profile(api, "bob")["found"] is False, "bob deleted", run)
+
+    # Bad requests: a one-line error, a 400 with the reason; nothing written.
+    empty = cli(env, "user", "delete", " ")
+    assert empty.returncode == 1
+    assert empty.stderr.strip() == "error: bad_control: user_id must not be empty"
+    too_long = urllib.request.Request(f"{api}/v1/users/{'x' * 300}", method="DELETE")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(too_long, timeout=30)
+    assert info.value.code == 400
+    assert json.loads(info.value.read()) == {"error": "user_id has 300 chars > limit 256"}
+
+    # Restart with the stream worker's local state gone: it comes back from the changelog
+    # alone, where the delete left a tombstone; nothing of alice's comes back.
+    stop(run)
+    shutil.rmtree(tmp_path / "stream")
+    run = start(env, tmp_path, "second")
+    try:
+        again = cli(env, "publish", "-", stdin=event("alice", 9, "baking bread") + b"\n")
+        assert again.returncode == 0, again.stderr
+        wait_until(lambda: profile(api, "alice").get("found") is True, "alice's new event", run)
+        fresh = profile(api, "alice")
+        assert (fresh["seq"], fresh["events_folded"]) == (1, 1), fresh  # numbered afresh
+        assert fresh["recent_items"] == []
+        assert profile(api, "bob")["found"] is False
+    finally:
+        stop(run)
