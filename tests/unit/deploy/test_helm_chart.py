@@ -210,10 +210,18 @@ def test_secrets_are_referenced_never_written() -> None:
     for kind in ("stream", "embed"):
         deployment = one(docs, "Deployment", f"-{kind}")
         e = env(container(deployment))
-        assert e["INTEREST_KAFKA_SASL_PASSWORD"]["secretKeyRef"]["name"] == "interest-kafka-user"
+        assert e["INTEREST_KAFKA_SASL_USERNAME"]["secretKeyRef"]["name"] == "interest-kafka-user"
         assert e["INTEREST_QDRANT_API_KEY"]["secretKeyRef"]["name"] == "interest-qdrant"
-        mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "kafka-tls")
-        assert e["SSL_CERT_FILE"] == f"{mount['mountPath']}/ca.crt"
+        # The password and the CA are files from the Secrets, never environment values; the CA
+        # is Kafka's only (no process-wide SSL_CERT_FILE that would change Qdrant's trust).
+        assert "INTEREST_KAFKA_SASL_PASSWORD" not in e and "SSL_CERT_FILE" not in e
+        mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+        volumes = {v["name"]: v["secret"] for v in pod_volumes(deployment) if "secret" in v}
+        assert e["INTEREST_KAFKA_SSL_CAFILE"] == f"{mounts['kafka-tls']}/ca.crt"
+        assert e["INTEREST_KAFKA_SASL_PASSWORD_FILE"] == f"{mounts['kafka-credentials']}/password"
+        assert volumes["kafka-tls"]["secretName"] == "interest-kafka-ca"
+        assert volumes["kafka-credentials"]["secretName"] == "interest-kafka-user"
+        assert "INTEREST_KAFKA_SSL_CERTFILE" not in e  # mutual TLS only when asked for
     embed_env = env(container(one(docs, "Deployment", "-embed")))
     assert embed_env["INTEREST_API_TOKEN"]["secretKeyRef"]["name"] == "interest-api"
     auth = one(docs, "TriggerAuthentication")
@@ -229,6 +237,21 @@ def test_secrets_are_referenced_never_written() -> None:
     config = one(docs, "ConfigMap", "-env")["data"]
     assert config["INTEREST_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert "password" not in str(config).lower()
+
+
+def pod_volumes(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["volumes"]
+    return volumes
+
+
+def test_mutual_tls_presents_the_client_certificate_from_the_secret() -> None:
+    docs = render(
+        "-f", str(CHART / "ci" / "secure-values.yaml"),
+        "--set", "kafka.tls.certKey=tls.crt", "--set", "kafka.tls.keyKey=tls.key",
+    )  # fmt: skip
+    e = env(container(one(docs, "Deployment", "-stream")))
+    assert e["INTEREST_KAFKA_SSL_CERTFILE"] == "/etc/interest-stream/kafka-tls/tls.crt"
+    assert e["INTEREST_KAFKA_SSL_KEYFILE"] == "/etc/interest-stream/kafka-tls/tls.key"
 
 
 def test_scraped_under_the_job_names_of_the_alert_rules() -> None:

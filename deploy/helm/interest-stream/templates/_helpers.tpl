@@ -91,15 +91,18 @@ member, so replicas past the partition count idle (KEDA also stops there unless 
     secretKeyRef:
       name: {{ .Values.kafka.credentials.existingSecret }}
       key: {{ .Values.kafka.credentials.usernameKey }}
-- name: INTEREST_KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.kafka.credentials.existingSecret }}
-      key: {{ .Values.kafka.credentials.passwordKey }}
+- name: INTEREST_KAFKA_SASL_PASSWORD_FILE
+  value: /etc/interest-stream/kafka-credentials/{{ .Values.kafka.credentials.passwordKey }}
 {{- end }}
 {{- if and (include "interest-stream.tlsEnabled" .) .Values.kafka.tls.existingSecret }}
-- name: SSL_CERT_FILE
+- name: INTEREST_KAFKA_SSL_CAFILE
   value: /etc/interest-stream/kafka-tls/{{ .Values.kafka.tls.caKey }}
+{{- if .Values.kafka.tls.certKey }}
+- name: INTEREST_KAFKA_SSL_CERTFILE
+  value: /etc/interest-stream/kafka-tls/{{ .Values.kafka.tls.certKey }}
+- name: INTEREST_KAFKA_SSL_KEYFILE
+  value: /etc/interest-stream/kafka-tls/{{ required "kafka.tls.keyKey goes with kafka.tls.certKey (mutual TLS)" .Values.kafka.tls.keyKey }}
+{{- end }}
 {{- end }}
 {{- if .Values.qdrant.apiKey.existingSecret }}
 - name: INTEREST_QDRANT_API_KEY
@@ -110,11 +113,23 @@ member, so replicas past the partition count idle (KEDA also stops there unless 
 {{- end }}
 {{- end -}}
 
+{{/* Secret files: the Kafka CA (and client certificate), the SASL password. Files, not
+     environment variables: nothing to leak through a process listing or a crash dump. */}}
 {{- define "interest-stream.tlsVolume" -}}
 {{- if and (include "interest-stream.tlsEnabled" .) .Values.kafka.tls.existingSecret }}
 - name: kafka-tls
   secret:
     secretName: {{ .Values.kafka.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if and (include "interest-stream.saslEnabled" .) .Values.kafka.credentials.existingSecret }}
+- name: kafka-credentials
+  secret:
+    secretName: {{ .Values.kafka.credentials.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.kafka.credentials.passwordKey }}
+        path: {{ .Values.kafka.credentials.passwordKey }}
 {{- end }}
 {{- end -}}
 
@@ -122,6 +137,11 @@ member, so replicas past the partition count idle (KEDA also stops there unless 
 {{- if and (include "interest-stream.tlsEnabled" .) .Values.kafka.tls.existingSecret }}
 - name: kafka-tls
   mountPath: /etc/interest-stream/kafka-tls
+  readOnly: true
+{{- end }}
+{{- if and (include "interest-stream.saslEnabled" .) .Values.kafka.credentials.existingSecret }}
+- name: kafka-credentials
+  mountPath: /etc/interest-stream/kafka-credentials
   readOnly: true
 {{- end }}
 {{- end -}}
