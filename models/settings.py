@@ -19,7 +19,7 @@ from pydantic_settings import SettingsConfigDict
 
 from models.clusters import DEFAULT_THRESHOLD, ClusterSpec
 from models.collab import COLLAB, DISTANCE, CollabSpec
-from models.config import CoreSettings, InterestSettings
+from models.config import ConfigFileError, CoreSettings, InterestSettings
 from models.interests import DAY_S, HOUR_S, default_dimensions
 from models.profile import InterestSpec
 
@@ -124,6 +124,11 @@ class QdrantSettings(InterestSettings):
 
     url: str | None = None
     api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    """A file holding the server's API key (a mounted secret); wins over ``api_key``."""
+    ca_file: Path | None = None
+    """CA bundle (PEM) that signed the server's TLS certificate (``https`` URL); None: the
+    system's CAs."""
     path: Path = Field(default_factory=_default_qdrant_path)
     """Folder of the embedded store (ignored when ``url`` is set); default: <data_dir>/qdrant."""
     users_collection: str = "users"
@@ -143,6 +148,20 @@ class QdrantSettings(InterestSettings):
     """Payloads memory-mapped from disk (True) or held in RAM."""
     item_payload_indexes: dict[str, PayloadIndexKind] = Field(default_factory=dict)
     """More item payload fields to index for filters, e.g. ``{"category": "keyword"}``."""
+
+    def api_key_value(self) -> str | None:
+        """The API key in clear (for the client only): the file's first line, else the
+        setting. An unreadable file is a :class:`~models.config.ConfigFileError` (one line)."""
+        if self.api_key_file is not None:
+            try:
+                text = self.api_key_file.read_text()
+            except OSError as exc:
+                raise ConfigFileError(
+                    f"INTEREST_QDRANT_API_KEY_FILE={self.api_key_file}: cannot read it "
+                    f"({exc.strerror or type(exc).__name__})"
+                ) from None
+            return text.splitlines()[0].strip() if text.strip() else None
+        return self.api_key.get_secret_value() if self.api_key else None
 
     @field_validator("url")
     @classmethod

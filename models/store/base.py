@@ -68,6 +68,11 @@ class EngineError(StoreError):
     """The engine refused or failed a request; the message is its own, first line."""
 
 
+class StoreUnavailableError(EngineError):
+    """The store could not be reached (a server down or refusing connections, TLS that fails,
+    an injected outage); retrying later may work."""
+
+
 class UnsupportedRequest(StoreError, ValueError):
     """A query the embedded engine cannot answer (a feature of a Qdrant server only)."""
 

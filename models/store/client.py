@@ -10,19 +10,24 @@ the embedded backend.
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client.http import models as qm
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from models.store.base import (
     CollectionLayout,
     CollectionNotFound,
     EngineError,
     PointIds,
+    StoreError,
+    StoreUnavailableError,
     WithPayload,
     WithVectors,
 )
@@ -47,6 +52,60 @@ def _server_reason(exc: UnexpectedResponse) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _unreachable(url: str, exc: ResponseHandlingException) -> StoreUnavailableError:
+    """One line for a server that could not be reached, naming the setting that fixes it."""
+    cause = exc.source if isinstance(exc.source, BaseException) else exc
+    detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if "CERTIFICATE_VERIFY_FAILED" in detail:
+        return StoreUnavailableError(
+            f"Qdrant at {url} is unreachable: its TLS certificate is not trusted ({detail}); "
+            "set INTEREST_QDRANT_CA_FILE to the CA that signed it"
+        )
+    return StoreUnavailableError(f"Qdrant at {url} is unreachable: {detail}")
+
+
+class _Translated:
+    """qdrant-client with its transport errors made the store's: an unreachable server, or
+    TLS that fails, is :class:`StoreUnavailableError`; a refused API key an
+    :class:`EngineError` that says which setting to check. Each a single line."""
+
+    def __init__(self, client: QdrantClient, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except ResponseHandlingException as exc:
+                raise _unreachable(self._url, exc) from None
+            except UnexpectedResponse as exc:
+                if exc.status_code in (401, 403):
+                    raise EngineError(
+                        f"Qdrant at {self._url} refused the request ({exc.status_code} "
+                        f"{exc.reason_phrase}): check INTEREST_QDRANT_API_KEY or _API_KEY_FILE"
+                    ) from None
+                raise
+
+        return call
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies a server's certificate with: ``ca_file``, else the system's CAs."""
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StoreError(f"INTEREST_QDRANT_CA_FILE={ca_file} is unusable: {reason}") from None
+
+
 def _missing(exc: Exception) -> bool:
     """Whether a qdrant-client error says the collection does not exist."""
     if isinstance(exc, UnexpectedResponse):
@@ -57,13 +116,24 @@ def _missing(exc: Exception) -> bool:
 class ClientBackend:
     """Collections on a Qdrant server (or in qdrant-client's local mode, for tests)."""
 
-    def __init__(self, client: QdrantClient, *, local: bool = False) -> None:
-        self.client = client
+    def __init__(self, client: QdrantClient, *, local: bool = False, url: str = "") -> None:
+        # Typed as the client: the wrapper has its methods, with the store's errors.
+        self.client: QdrantClient = client if local else _Translated(client, url)  # type: ignore[assignment]
         self.kind = "local" if local else "server"
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None, timeout: int) -> ClientBackend:
-        return cls(QdrantClient(url=url, api_key=api_key, timeout=timeout))
+    def connect(
+        cls, url: str, api_key: str | None, timeout: int, ca_file: Path | None = None
+    ) -> ClientBackend:
+        """A server by ``url``, with its API key and, for ``https``, TLS verified against
+        ``ca_file`` (default: the system's CAs)."""
+        verify = _tls_context(ca_file)
+        # No version check at construction: a server that cannot be reached would print a
+        # multi-line warning before the one-line error of the first request.
+        client = QdrantClient(
+            url=url, api_key=api_key, timeout=timeout, verify=verify, check_compatibility=False
+        )
+        return cls(client, url=url)
 
     @classmethod
     def local(cls, path: str = ":memory:") -> ClientBackend:

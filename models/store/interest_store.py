@@ -68,8 +68,9 @@ def open_backend(settings: QdrantSettings) -> StoreBackend:
     if settings.url:
         from models.store.client import ClientBackend
 
-        api_key = settings.api_key.get_secret_value() if settings.api_key else None
-        return ClientBackend.connect(settings.url, api_key, settings.timeout)
+        return ClientBackend.connect(
+            settings.url, settings.api_key_value(), settings.timeout, settings.ca_file
+        )
     from models.store.edge import EdgeBackend
 
     return EdgeBackend(settings.path)
