@@ -211,7 +211,6 @@ def test_secrets_are_referenced_never_written() -> None:
         deployment = one(docs, "Deployment", f"-{kind}")
         e = env(container(deployment))
         assert e["INTEREST_KAFKA_SASL_USERNAME"]["secretKeyRef"]["name"] == "interest-kafka-user"
-        assert e["INTEREST_QDRANT_API_KEY"]["secretKeyRef"]["name"] == "interest-qdrant"
         # The password and the CA are files from the Secrets, never environment values; the CA
         # is Kafka's only (no process-wide SSL_CERT_FILE that would change Qdrant's trust).
         assert "INTEREST_KAFKA_SASL_PASSWORD" not in e and "SSL_CERT_FILE" not in e
@@ -222,6 +221,11 @@ def test_secrets_are_referenced_never_written() -> None:
         assert volumes["kafka-tls"]["secretName"] == "interest-kafka-ca"
         assert volumes["kafka-credentials"]["secretName"] == "interest-kafka-user"
         assert "INTEREST_KAFKA_SSL_CERTFILE" not in e  # mutual TLS only when asked for
+        assert e["INTEREST_QDRANT_API_KEY_FILE"] == f"{mounts['qdrant-key']}/api-key"
+        assert e["INTEREST_QDRANT_CA_FILE"] == f"{mounts['qdrant-tls']}/ca.crt"
+        assert volumes["qdrant-key"]["secretName"] == "interest-qdrant"
+        assert volumes["qdrant-tls"]["secretName"] == "interest-qdrant-ca"
+        assert "INTEREST_QDRANT_API_KEY" not in e
     embed_env = env(container(one(docs, "Deployment", "-embed")))
     assert embed_env["INTEREST_API_TOKEN"]["secretKeyRef"]["name"] == "interest-api"
     auth = one(docs, "TriggerAuthentication")

@@ -105,15 +105,17 @@ member, so replicas past the partition count idle (KEDA also stops there unless 
 {{- end }}
 {{- end }}
 {{- if .Values.qdrant.apiKey.existingSecret }}
-- name: INTEREST_QDRANT_API_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.qdrant.apiKey.existingSecret }}
-      key: {{ .Values.qdrant.apiKey.key }}
+- name: INTEREST_QDRANT_API_KEY_FILE
+  value: /etc/interest-stream/qdrant-key/{{ .Values.qdrant.apiKey.key }}
+{{- end }}
+{{- if .Values.qdrant.tls.existingSecret }}
+- name: INTEREST_QDRANT_CA_FILE
+  value: /etc/interest-stream/qdrant-tls/{{ .Values.qdrant.tls.caKey }}
 {{- end }}
 {{- end -}}
 
-{{/* Secret files: the Kafka CA (and client certificate), the SASL password. Files, not
+{{/* Secret files: the Kafka CA (and client certificate), the SASL password, Qdrant's API key
+     and CA. Files, not
      environment variables: nothing to leak through a process listing or a crash dump. */}}
 {{- define "interest-stream.tlsVolume" -}}
 {{- if and (include "interest-stream.tlsEnabled" .) .Values.kafka.tls.existingSecret }}
@@ -131,6 +133,21 @@ member, so replicas past the partition count idle (KEDA also stops there unless 
       - key: {{ .Values.kafka.credentials.passwordKey }}
         path: {{ .Values.kafka.credentials.passwordKey }}
 {{- end }}
+{{- if .Values.qdrant.apiKey.existingSecret }}
+- name: qdrant-key
+  secret:
+    secretName: {{ .Values.qdrant.apiKey.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.qdrant.apiKey.key }}
+        path: {{ .Values.qdrant.apiKey.key }}
+{{- end }}
+{{- if .Values.qdrant.tls.existingSecret }}
+- name: qdrant-tls
+  secret:
+    secretName: {{ .Values.qdrant.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
 {{- end -}}
 
 {{- define "interest-stream.tlsMount" -}}
@@ -142,6 +159,16 @@ member, so replicas past the partition count idle (KEDA also stops there unless 
 {{- if and (include "interest-stream.saslEnabled" .) .Values.kafka.credentials.existingSecret }}
 - name: kafka-credentials
   mountPath: /etc/interest-stream/kafka-credentials
+  readOnly: true
+{{- end }}
+{{- if .Values.qdrant.apiKey.existingSecret }}
+- name: qdrant-key
+  mountPath: /etc/interest-stream/qdrant-key
+  readOnly: true
+{{- end }}
+{{- if .Values.qdrant.tls.existingSecret }}
+- name: qdrant-tls
+  mountPath: /etc/interest-stream/qdrant-tls
   readOnly: true
 {{- end }}
 {{- end -}}
