@@ -195,8 +195,10 @@ class CoEngagement:
 
     def add(self, entries: Sequence[Entry]) -> None:
         """Pass 2: one user's list (the same lists as pass 1)."""
-        if self.items is None or self.now_ms is None:
+        if self.items is None:
             raise RuntimeError("add() before freeze()")
+        if self.now_ms is None:
+            return  # no positive engagement anywhere (text-only users): no item to count
         kept = [(self._row[i], ts) for i, ts, w in entries if w > 0 and i in self._row]
         if not kept:
             return

@@ -78,6 +78,13 @@ def test_the_gram_is_the_co_engagement_count_of_positive_entries() -> None:
     assert np.allclose(_gram(shuffled, CollabSpec(pair_half_life_s=NO_DECAY))[1], gram)
 
 
+def test_users_without_positive_engagement_give_an_empty_matrix_not_an_error() -> None:
+    # Text-only users (searches) and negative-only lists: nothing to count, and the refresh of
+    # a store holding only such users must not fail.
+    order, gram = _gram([[], [("i1", 1000, -1.0)]], CollabSpec())
+    assert order == () and gram.shape == (0, 0)
+
+
 def test_pairs_decay_from_the_later_engagement_and_the_matrix_stays_bounded() -> None:
     day = 86_400_000
     lists = [  # user u engaged "hot" and "i<u>" together, u days before the newest engagement
