@@ -148,6 +148,9 @@ class QdrantSettings(InterestSettings):
     """Payloads memory-mapped from disk (True) or held in RAM."""
     item_payload_indexes: dict[str, PayloadIndexKind] = Field(default_factory=dict)
     """More item payload fields to index for filters, e.g. ``{"category": "keyword"}``."""
+    fault_file: Path | None = None
+    """Fault injection, off by default (chaos runs and tests): while this file exists every
+    store request fails as unavailable (:mod:`models.store.faults`)."""
 
     def api_key_value(self) -> str | None:
         """The API key in clear (for the client only): the file's first line, else the

@@ -65,15 +65,22 @@ def open_backend(settings: QdrantSettings) -> StoreBackend:
     Raises ``StoreLockedError`` when the embedded folder is held by another process and
     ``LegacyStoreError`` when it holds an earlier version's store.
     """
+    backend: StoreBackend
     if settings.url:
         from models.store.client import ClientBackend
 
-        return ClientBackend.connect(
+        backend = ClientBackend.connect(
             settings.url, settings.api_key_value(), settings.timeout, settings.ca_file
         )
-    from models.store.edge import EdgeBackend
+    else:
+        from models.store.edge import EdgeBackend
 
-    return EdgeBackend(settings.path)
+        backend = EdgeBackend(settings.path)
+    if settings.fault_file is not None:  # fault injection (chaos runs), off by default
+        from models.store.faults import FaultInjectingBackend
+
+        return FaultInjectingBackend(backend, settings.fault_file)
+    return backend
 
 
 class InterestStore:
