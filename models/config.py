@@ -33,6 +33,27 @@ class ConfigFileError(ValueError):
     """The config file named by INTEREST_CONFIG_FILE is missing or not valid TOML."""
 
 
+def read_secret_file(
+    path: Path, variable: str, error: type[ConfigFileError] = ConfigFileError
+) -> str:
+    """The first line of a file that holds a secret (a mounted Kubernetes Secret, a Docker
+    secret): "" for an empty file. An unreadable file is ``error`` naming ``variable`` and the
+    reason in one line -- never the content.
+
+    >>> read_secret_file(Path("/nope"), "INTEREST_X_FILE")
+    Traceback (most recent call last):
+    ...
+    models.config.ConfigFileError: INTEREST_X_FILE=/nope: cannot read it (No such file or directory)
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise error(
+            f"{variable}={path}: cannot read it ({exc.strerror or type(exc).__name__})"
+        ) from None
+    return text.splitlines()[0] if text.strip() else ""
+
+
 def _load_config_file() -> dict[str, Any]:
     # The one place that reads the environment outside pydantic-settings: it only locates the file.
     path = os.environ.get(CONFIG_FILE_ENV)

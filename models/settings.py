@@ -19,7 +19,7 @@ from pydantic_settings import SettingsConfigDict
 
 from models.clusters import DEFAULT_THRESHOLD, ClusterSpec
 from models.collab import COLLAB, DISTANCE, CollabSpec
-from models.config import ConfigFileError, CoreSettings, InterestSettings
+from models.config import CoreSettings, InterestSettings, read_secret_file
 from models.interests import DAY_S, HOUR_S, default_dimensions
 from models.profile import InterestSpec
 
@@ -156,14 +156,8 @@ class QdrantSettings(InterestSettings):
         """The API key in clear (for the client only): the file's first line, else the
         setting. An unreadable file is a :class:`~models.config.ConfigFileError` (one line)."""
         if self.api_key_file is not None:
-            try:
-                text = self.api_key_file.read_text()
-            except OSError as exc:
-                raise ConfigFileError(
-                    f"INTEREST_QDRANT_API_KEY_FILE={self.api_key_file}: cannot read it "
-                    f"({exc.strerror or type(exc).__name__})"
-                ) from None
-            return text.splitlines()[0].strip() if text.strip() else None
+            key = read_secret_file(self.api_key_file, "INTEREST_QDRANT_API_KEY_FILE").strip()
+            return key or None
         return self.api_key.get_secret_value() if self.api_key else None
 
     @field_validator("url")

@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from models.config import ConfigFileError, CoreSettings, InterestSettings
+from models.config import ConfigFileError, CoreSettings, InterestSettings, read_secret_file
 from streams.contracts.events import DEFAULT_EARLIEST_MS, DEFAULT_TYPE_WEIGHTS, EventRules
 
 
@@ -75,14 +75,9 @@ class KafkaSettings(InterestSettings):
         """The SASL password in clear (for the client only): the file's first line, else the
         setting."""
         if self.sasl_password_file is not None:
-            try:
-                text = self.sasl_password_file.read_text()
-            except OSError as exc:
-                raise KafkaSettingsError(
-                    f"INTEREST_KAFKA_SASL_PASSWORD_FILE={self.sasl_password_file}: "
-                    f"cannot read it ({exc.strerror or type(exc).__name__})"
-                ) from None
-            return text.splitlines()[0] if text.strip() else ""
+            return read_secret_file(
+                self.sasl_password_file, "INTEREST_KAFKA_SASL_PASSWORD_FILE", KafkaSettingsError
+            )
         return self.sasl_password.get_secret_value() if self.sasl_password else None
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -285,13 +280,7 @@ class ApiSettings(InterestSettings):
     def bearer_token(self) -> str | None:
         """The token in clear (for the server's check and the client's header), or None."""
         if self.token_file is not None:
-            try:
-                lines = self.token_file.read_text().splitlines()
-            except OSError as exc:
-                raise ConfigFileError(
-                    f"INTEREST_API_TOKEN_FILE={self.token_file}: {exc.strerror or exc}"
-                ) from None
-            text = lines[0].strip() if lines else ""
+            text = read_secret_file(self.token_file, "INTEREST_API_TOKEN_FILE").strip()
             if not text:
                 raise ConfigFileError(f"INTEREST_API_TOKEN_FILE={self.token_file}: empty")
             return text

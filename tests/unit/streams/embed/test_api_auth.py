@@ -137,7 +137,7 @@ def test_the_token_never_shows_in_the_settings(tmp_path: Path) -> None:
 def test_an_unusable_token_setting_stops_the_server_with_one_line(
     serve: Serve, tmp_path: Path
 ) -> None:
-    with pytest.raises(ApiUnavailable, match=r"INTEREST_API_TOKEN_FILE=.*missing: No such file"):
+    with pytest.raises(ApiUnavailable, match=r"INTEREST_API_TOKEN_FILE=.*missing: cannot read it"):
         serve(token_file=tmp_path / "missing")
     with pytest.raises(ApiUnavailable, match="INTEREST_API_AUTH_READS=true needs"):
         serve(auth_reads=True)
