@@ -1,10 +1,11 @@
 """Small helpers for integration tests: read back what landed on a real topic; run a stream
-worker process."""
+worker process; a free port."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,14 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from streams.settings import KafkaSettings
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a worker's API or metrics server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @dataclass(frozen=True)

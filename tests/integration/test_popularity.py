@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
 import urllib.request
 import uuid
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from kafka_testing import StreamWorkerProcess
+from kafka_testing import StreamWorkerProcess, free_port
 
 from models.profile import InterestSpec
 from models.settings import ModelSettings, QdrantSettings
@@ -135,13 +134,6 @@ def event(eid: str, user: str, item: str, type_: str, ts: int) -> bytes:
     body = {"event_id": eid, "user_id": user, "type": type_, "ts": ts, "item_id": item,
             "text": f"about {item}"}  # fmt: skip
     return json.dumps(body).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_healthy(port: int, timeout_s: float = 60) -> None:

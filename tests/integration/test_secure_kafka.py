@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka_testing import free_port
 
 from models.config import CoreSettings
 from streams.broker import LocalBroker, make_ca_and_cert
@@ -43,13 +43,6 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBro
     broker.start()
     yield broker
     broker.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def client_env(broker: LocalBroker, data_dir: Path, **extra: str) -> dict[str, str]:

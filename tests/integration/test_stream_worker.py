@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import threading
 import time
 import urllib.error
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kafka_testing import StreamWorkerProcess, read_topic_sync
+from kafka_testing import StreamWorkerProcess, free_port, read_topic_sync
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.contracts.dlq import DeadLetter
@@ -270,13 +269,6 @@ def test_two_workers_split_partitions_and_agree_after_rebalance(
     for log in ("w1.log", "w2.log"):
         text = (tmp_path / log).read_text()
         assert "has no committed offset" not in text and "Drain messages raised" not in text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_get(url: str) -> tuple[int, bytes]:

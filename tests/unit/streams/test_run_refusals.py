@@ -16,18 +16,12 @@ from pathlib import Path
 
 import pytest
 from conftest import EdgeStoreFactory
+from kafka_testing import free_port
 
 from streams.service import RunLock, RunPlan
 
 ROOT = Path(__file__).resolve().parents[3]
 CLI = [sys.executable, "-m", "streams.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
