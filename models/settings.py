@@ -20,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 from models.clusters import DEFAULT_THRESHOLD, ClusterSpec
 from models.collab import COLLAB, DISTANCE, CollabSpec
 from models.config import CoreSettings, InterestSettings, read_secret_file
+from models.generation import Generational, collection_name, folder_path
 from models.interests import DAY_S, HOUR_S, default_dimensions
 from models.profile import InterestSpec
 
@@ -104,7 +105,7 @@ class ModelSettings(InterestSettings):
         return value
 
 
-class QdrantSettings(InterestSettings):
+class QdrantSettings(Generational):
     """Where user and item vectors live, and how they are sized.
 
     With no ``url`` the store is embedded: Qdrant's own engine in this process (qdrant-edge),
@@ -167,6 +168,12 @@ class QdrantSettings(InterestSettings):
         if value is not None and not value.strip():
             return None
         return value.strip() if value is not None else None
+
+    def apply_generation(self, generation: int) -> None:
+        """Generation N's collections and embedded folder (see :mod:`models.generation`)."""
+        self.users_collection = collection_name(self.users_collection, generation)
+        self.items_collection = collection_name(self.items_collection, generation)
+        self.path = folder_path(self.path, generation)
 
 
 class ProfileSettings(InterestSettings):

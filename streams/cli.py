@@ -105,6 +105,9 @@ def main(log_level: str, no_env_check: bool) -> None:
     )
     if not no_env_check:
         warn_unknown_variables()
+    from streams.generation import resolve_generation  # the serving generation (rebuild)
+
+    resolve_generation(os.environ, click.get_current_context().invoked_subcommand)
 
 
 def warn_unknown_variables() -> None:
@@ -608,8 +611,10 @@ def format_collection(name: str, info: dict[str, Any] | None) -> str:
 def _register_commands() -> None:
     from streams.dlq_cli import dlq
     from streams.lag_cli import lag
+    from streams.rebuild_cli import rebuild
 
     main.add_command(lag)
+    main.add_command(rebuild)
     main.add_command(dlq)
 
 

@@ -49,7 +49,9 @@ def setting_names() -> set[str]:
     for cls in _subclasses(InterestSettings):
         prefix = str(cls.model_config.get("env_prefix") or PREFIX)
         fields = getattr(cls, "model_fields", {})
-        names |= {(prefix + field).upper() for field in fields}
+        for field, info in fields.items():  # a field read under an alias has only that name
+            alias = info.validation_alias
+            names.add(alias.upper() if isinstance(alias, str) else (prefix + field).upper())
     return names
 
 

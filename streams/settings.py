@@ -24,6 +24,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from models.config import ConfigFileError, CoreSettings, InterestSettings, read_secret_file
+from models.generation import Generational, group_name, topic_name
 from streams.contracts.events import DEFAULT_EARLIEST_MS, DEFAULT_TYPE_WEIGHTS, EventRules
 
 
@@ -121,7 +122,7 @@ class KafkaSettings(InterestSettings):
         return kwargs
 
 
-class TopicSettings(InterestSettings):
+class TopicSettings(Generational):
     """Topic names and how the topics we create are laid out."""
 
     config_section = "topics"
@@ -138,6 +139,11 @@ class TopicSettings(InterestSettings):
 
     def all(self) -> tuple[str, ...]:
         return (self.events, self.dlq, self.updates)
+
+    def apply_generation(self, generation: int) -> None:
+        """Generation N's own topics; ``events`` is every generation's source, shared."""
+        for name in ("dlq", "updates", "popularity"):
+            setattr(self, name, topic_name(getattr(self, name), generation))
 
 
 class BrokerSettings(InterestSettings):
@@ -213,7 +219,7 @@ def _as_utc(when: datetime) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-class EmbedSettings(InterestSettings):
+class EmbedSettings(Generational):
     """The embed workers' consumer group and batching (see :mod:`streams.embed.worker`)."""
 
     config_section = "embed"
@@ -232,6 +238,9 @@ class EmbedSettings(InterestSettings):
     #: users' rewritten points), run between batches on the store thread; 0 turns it off. The
     #: embedded engine has no background optimizer; a Qdrant server does this itself.
     optimize_interval_s: float = Field(default=300.0, ge=0)
+
+    def apply_generation(self, generation: int) -> None:
+        self.group_id = group_name(self.group_id, generation)
 
 
 class ApiSettings(InterestSettings):

@@ -25,13 +25,16 @@ def _subclasses(cls: type) -> Iterable[type]:
 def setting_names() -> set[str]:
     """Every ``INTEREST_*`` variable a settings class of streams/ or models/ reads."""
     for path in sorted([*ROOT.glob("streams/**/*.py"), *ROOT.glob("models/**/*.py")]):
-        if "InterestSettings)" in path.read_text():
+        text = path.read_text()
+        if "InterestSettings)" in text or "Generational)" in text:
             module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
             importlib.import_module(module)
     names = set()
     for cls in _subclasses(InterestSettings):
         prefix = str(cls.model_config.get("env_prefix") or "INTEREST_")
-        names |= {(prefix + field).upper() for field in cls.model_fields}
+        for field, info in cls.model_fields.items():  # read under its alias only, if it has one
+            alias = info.validation_alias
+            names.add(alias.upper() if isinstance(alias, str) else (prefix + field).upper())
     return names
 
 

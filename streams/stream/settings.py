@@ -20,13 +20,14 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from models.config import CoreSettings, InterestSettings
+from models.config import CoreSettings
+from models.generation import Generational, folder_path, group_name, topic_name
 from streams.stream.popularity import EmitPolicy
 from streams.stream.triggers import TriggerPolicy
 from streams.stream.userstate import ActivityWindow, StateLimits
 
 
-class StreamSettings(InterestSettings):
+class StreamSettings(Generational):
     """Per-user windows, dedupe, triggers and the faust app of the stream workers."""
 
     config_section = "stream"
@@ -173,6 +174,14 @@ class StreamSettings(InterestSettings):
                 f"activity window ({max(self.activity_windows_s)} s)"
             )
         return self
+
+    def apply_generation(self, generation: int) -> None:
+        """Generation N's faust app: group, changelogs, internal topics and state folder."""
+        self.app_id = group_name(self.app_id, generation)
+        self.repartition_topic = topic_name(self.repartition_topic, generation)
+        if self.item_repartition_topic is not None:
+            self.item_repartition_topic = topic_name(self.item_repartition_topic, generation)
+        self.data_dir = folder_path(self.faust_data_dir(), generation)
 
     @property
     def slack_s(self) -> float:
