@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.contracts.dlq import DeadLetter
-from streams.contracts.jobs import UpdateJob
+from streams.contracts.jobs import DeleteUserJob, UpdateJob, parse_job
 from streams.settings import KafkaSettings
 from streams.stream.app import StreamWorker, _collect
 from streams.stream.processor import StreamProcessor
@@ -88,6 +88,8 @@ class FakeSink:
         self.store = store
         self.crash_at_job = crash_at_job
         self.jobs: list[UpdateJob] = []
+        #: Everything sent to the updates topic in order: update and delete jobs.
+        self.sent: list[UpdateJob | DeleteUserJob] = []
         self.other: list[tuple[str, bytes | None, bytes, int | None, Headers | None]] = []
 
     async def send(
@@ -101,8 +103,11 @@ class FakeSink:
     ) -> asyncio.Future[SimpleNamespace]:
         fut: asyncio.Future[SimpleNamespace] = asyncio.get_running_loop().create_future()
         if topic == TOPICS.updates:
-            self.jobs.append(UpdateJob.from_json(value))
-            self.store.log.append(("job", self.jobs[-1]))
+            job = parse_job(value)
+            self.sent.append(job)
+            self.store.log.append(("job", job))
+            if isinstance(job, UpdateJob):
+                self.jobs.append(job)
             if self.crash_at_job == len(self.jobs):
                 fut.set_exception(Crash())  # delivered, then the process died
                 return fut

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 
 from unit.streams.stream.test_app import (
     T0,
@@ -20,9 +19,9 @@ from unit.streams.stream.test_app import (
 
 from streams.contracts.control import CONTROL_HEADER, delete_user_record
 from streams.contracts.dlq import DeadLetter
-from streams.contracts.jobs import DeleteUserJob, UpdateJob, parse_job
+from streams.contracts.jobs import DeleteUserJob, UpdateJob
 from streams.stream.triggers import TriggerPolicy
-from streams.stream.types import Headers, Record, partition_for
+from streams.stream.types import Record, partition_for
 from streams.stream.userstate import UserState
 
 
@@ -41,32 +40,6 @@ class Store(FakeStore):
             del self.durable[key]
 
 
-class Sink(FakeSink):
-    """Keeps update and delete jobs in the order they were sent."""
-
-    def __init__(self, store: FakeStore) -> None:
-        super().__init__(store)
-        self.sent: list[UpdateJob | DeleteUserJob] = []
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        *,
-        partition: int | None = None,
-        headers: Headers | None = None,
-    ) -> asyncio.Future[SimpleNamespace]:
-        if topic == TOPICS.updates:
-            job = parse_job(value)
-            self.sent.append(job)
-            self.store.log.append(("job", job))
-            fut: asyncio.Future[SimpleNamespace] = asyncio.get_running_loop().create_future()
-            fut.set_result(SimpleNamespace(offset=len(self.sent)))
-            return fut
-        return await super().send(topic, key, value, partition=partition, headers=headers)
-
-
 def delete_rec(offset: int, user: str = "u1", *, partition: int = 0) -> Record:
     key, raw, headers = delete_user_record(user, now_ms=T0, by="test")
     return Record(TOPICS.events, partition, offset, key, raw, headers=headers)
@@ -83,7 +56,7 @@ def summary(sent: list[UpdateJob | DeleteUserJob]) -> list[object]:
 
 def test_a_delete_forgets_what_came_before_and_later_events_start_afresh() -> None:
     store, clock = Store(), Clock()
-    sink = Sink(store)
+    sink = FakeSink(store)
     p = processor(store, sink, clock, policy=TriggerPolicy(flush_count=3, min_interval_ms=0))
     # A flushed job, then two pending events, then the request, then a new event; u2 untouched.
     asyncio.run(p.process_batch([rec(i, value(f"e{i}")) for i in range(3)]))
@@ -115,7 +88,7 @@ def test_a_delete_forgets_what_came_before_and_later_events_start_afresh() -> No
 
 def test_a_delete_of_a_user_with_nothing_stored_still_reaches_the_embed_worker() -> None:
     store, clock = Store(), Clock()
-    sink = Sink(store)
+    sink = FakeSink(store)
     p = processor(store, sink, clock)
     asyncio.run(p.process_batch([delete_rec(0, "ghost")]))
     assert summary(sink.sent) == [("delete", "ghost")]
@@ -124,7 +97,7 @@ def test_a_delete_of_a_user_with_nothing_stored_still_reaches_the_embed_worker()
 
 def test_a_delete_outside_its_users_partition_is_rekeyed_with_its_header() -> None:
     store, clock = Store(), Clock()
-    sink = Sink(store)
+    sink = FakeSink(store)
     p = processor(store, sink, clock, partitions=8)
     home = partition_for(b"u1", 8)
     away = (home + 1) % 8
@@ -137,7 +110,7 @@ def test_a_delete_outside_its_users_partition_is_rekeyed_with_its_header() -> No
 
 def test_unreadable_control_records_are_dead_letters_never_events() -> None:
     store, clock = Store(), Clock()
-    sink = Sink(store)
+    sink = FakeSink(store)
     p = processor(store, sink, clock)
     event = value("e1")
     unknown_op = Record(TOPICS.events, 0, 0, b"u1", event, headers=[(CONTROL_HEADER, b"merge")])
