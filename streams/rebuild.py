@@ -38,7 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from models.catalog import CatalogItem, read_items
 from models.generation import GENERATION_ENV
 from models.settings import CollabSettings, ModelSettings, ProfileSettings, QdrantSettings
-from models.store.base import POPULARITY_FIELD
+from models.store.base import POPULARITY_FIELD, StoreBackend
 from streams.settings import ApiSettings, EmbedSettings, KafkaSettings, TopicSettings
 from streams.stream.settings import StreamSettings
 from streams.supervisor import Supervisor, worker_command
@@ -516,7 +516,7 @@ def describe_store(target: Target) -> dict[str, object]:
     with store:
         out: dict[str, object] = {}
         for role, name in (("users", q.users_collection), ("items", q.items_collection)):
-            if not store.backend.collection_exists(name):
+            if not is_own_collection(store.backend, name, target.generation):
                 out[role] = None
                 continue
             out[role] = store.backend.count(name)
@@ -525,3 +525,16 @@ def describe_store(target: Target) -> dict[str, object]:
                 out["dimension"] = next(iter(vectors.values()))[0] if vectors else None
                 out["cluster_k"] = sum(1 for v in vectors if v.startswith("interest_"))
         return out
+
+
+def is_own_collection(backend: StoreBackend, name: str, generation: int) -> bool:
+    """Whether ``name`` is generation N's own collection. On a server, after the first switch
+    generation 0's names are aliases of the serving generation: its collections are gone, and
+    counting through the alias would show another generation's points as generation 0's."""
+    if not backend.collection_exists(name):
+        return False
+    if generation or backend.kind == "embedded":  # no aliases in the embedded engine
+        return True
+    from models.store.aliases import collection_names
+
+    return name in collection_names(backend)

@@ -36,7 +36,7 @@ from streams.generation import (
     serving_generation,
     write_pointer,
 )
-from streams.rebuild import Progress, catalog_from_payloads, progress_line
+from streams.rebuild import Progress, catalog_from_payloads, is_own_collection, progress_line
 from streams.settings import EmbedSettings, TopicSettings
 from streams.stream.settings import StreamSettings
 
@@ -167,6 +167,9 @@ def test_server_aliases_move_in_one_request_and_the_first_switch_drops_generatio
     with pytest.raises(AliasError, match="users_g9 does not exist"):
         switch_aliases(backend, {"users": "users_g9"})
     assert alias_targets(backend)["users"] == "users_g2"
+    # Generation 0's names are aliases now: it has no collections of its own any more.
+    assert not is_own_collection(backend, "users", 0)
+    assert is_own_collection(backend, "users_g2", 2)
 
 
 def test_catalog_back_from_item_payloads_without_the_live_popularity() -> None:
