@@ -120,15 +120,18 @@ class ObservedEmbedWorker(EmbedWorker):
         self._polled_ms = time.time() * 1000
         await super().process(batch)
 
-    async def _apply_with_retry(self, jobs: list[UpdateJob]) -> FoldReport | None:
+    async def _apply_with_retry(
+        self, jobs: list[UpdateJob], forget: list[str]
+    ) -> FoldReport | None:
         folder, store = self._folder, self._store
         assert folder is not None and store is not None
         done = [0.0]
 
         def apply() -> FoldReport:
-            report = folder.apply(jobs)
+            report = folder.apply(jobs, forget=forget)
             done[0] = time.time() * 1000  # the upsert returned: the vectors are readable
-            self._read_back(store, jobs[-1])
+            if jobs:  # a batch of delete jobs only has nothing to read back
+                self._read_back(store, jobs[-1])
             return report
 
         report = await self._retry(apply, f"{len(jobs)} jobs")
