@@ -49,12 +49,9 @@ import os
 import shlex
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,6 +78,7 @@ from bench.freshness import (  # noqa: E402
     user_for,
 )
 from bench.machine import cpu_share, cpu_ticks  # noqa: E402
+from bench.processes import HttpProcess, free_port, worker_env  # noqa: E402
 from bench.stream_bench import WorkerRun, event, fresh_topics, machine_info  # noqa: E402
 from models.config import CoreSettings  # noqa: E402
 from models.settings import ModelSettings, QdrantSettings  # noqa: E402
@@ -175,67 +173,25 @@ def embed_child(observations: Path) -> int:
 # -- the parent's view of it ------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class EmbedRun:
+class EmbedRun(HttpProcess):
     """The observed embed worker on the bench's topics: own group, store folder and API port."""
 
     def __init__(self, kafka: KafkaSettings, topics: TopicSettings, work: Path) -> None:
-        self.port = free_port()
         self.observations = work / "observations.tsv"
-        self.log_path = work / "embed.log"
         self._offset = 0
-        env = {
-            **os.environ,
-            "INTEREST_KAFKA_BOOTSTRAP": kafka.bootstrap,
-            "INTEREST_TOPICS_EVENTS": topics.events,
-            "INTEREST_TOPICS_DLQ": topics.dlq,
-            "INTEREST_TOPICS_UPDATES": topics.updates,
-            "INTEREST_TOPICS_POPULARITY": topics.popularity,
-            "INTEREST_TOPICS_PARTITIONS": str(topics.partitions),
-            "INTEREST_EMBED_GROUP_ID": f"{topics.events.split('.')[0]}-embed",
-            "INTEREST_QDRANT_PATH": str(work / "qdrant"),
-            "INTEREST_API_PORT": str(self.port),
-            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-            "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1"),
-        }
-        env.pop("INTEREST_QDRANT_URL", None)  # the default deployment: the embedded store
-        self.log = self.log_path.open("wb")
-        command = [sys.executable, "-m", "bench.freshness_bench", "--embed-child"]
-        self.proc = subprocess.Popen(
-            [*command, str(self.observations)], env=env, stdout=self.log, stderr=self.log
+        port = free_port()
+        env = worker_env(
+            kafka,
+            topics,
+            INTEREST_EMBED_GROUP_ID=f"{topics.events.split('.')[0]}-embed",
+            INTEREST_QDRANT_PATH=str(work / "qdrant"),
+            INTEREST_API_PORT=str(port),
         )
-
-    def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
-            body: bytes = r.read()
-            return body
-
-    def wait_ready(self, timeout_s: float) -> float:
-        """Seconds until ``/healthz`` says consuming (model loaded, store open, group joined)."""
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout_s:
-            self.check_alive()
-            try:
-                if json.loads(self._get("/healthz")).get("consuming"):
-                    return time.monotonic() - t0
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(f"the embed worker did not come up in {timeout_s:.0f} s; see {self.log}")
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise SystemExit(f"the embed worker exited ({self.proc.returncode}):\n{tail}")
+        command = [sys.executable, "-m", "bench.freshness_bench", "--embed-child"]
+        super().__init__("embed", [*command, str(self.observations)], env, port, work)
 
     def metrics(self) -> dict[str, float]:
-        return prometheus_samples(self._get("/metrics").decode())
+        return prometheus_samples(self.get("/metrics", timeout=10).decode())
 
     def poll(self) -> list[EventTiming]:
         """The timings written since the last call."""

@@ -41,7 +41,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,7 @@ if str(ROOT) not in sys.path:  # `python bench/state_bench.py` without an instal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from bench.machine import cpu_share, cpu_ticks  # noqa: E402
+from bench.processes import free_port  # noqa: E402
 from bench.stream_bench import (  # noqa: E402
     WorkerRun,
     fresh_topics,
@@ -216,13 +216,6 @@ def environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Worker:

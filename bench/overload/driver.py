@@ -18,9 +18,10 @@ import bench.overload
 from bench.machine import cpu_share, cpu_ticks
 from bench.overload.analysis import summarise, verdicts
 from bench.overload.pipeline import Pipeline
-from bench.overload.procs import ROOT, start_broker
+from bench.overload.procs import start_broker
 from bench.overload.promtool import PROMTOOL_TEST, write_promtool_test
 from bench.overload.series import columnar
+from bench.processes import ROOT
 from bench.stream_bench import machine_info
 from streams.settings import KafkaSettings
 

@@ -10,10 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.freshness_bench import free_port
 from bench.overload.load import Publisher, run_load
-from bench.overload.procs import Worker, child_env
+from bench.overload.procs import Worker
 from bench.overload.sampler import Sampler
+from bench.processes import free_port, worker_env
 from streams.settings import KafkaSettings, TopicSettings
 from streams.topics import ensure_topics
 
@@ -41,7 +41,7 @@ class Pipeline:
         returns the seconds each took. The groups are the ones the workers report."""
         kafka, topics, work = self.kafka, self.topics, self.work
         port = free_port()
-        env = child_env(
+        env = worker_env(
             kafka,
             topics,
             INTEREST_EMBED_GROUP_ID=self.groups["embed"],
@@ -52,7 +52,7 @@ class Pipeline:
         print("embed worker: loading the model, opening the store ...", flush=True)
         ready = {"embed_ready_s": self.workers["embed"].wait_ready(300)}
         port = free_port()
-        env = child_env(
+        env = worker_env(
             kafka,
             topics,
             INTEREST_STREAM_APP_ID=self.groups["stream"],

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.overload.procs import ROOT
 from bench.overload.replay import Replay, go_value
 from bench.overload.series import DEPLOYED_GROUPS, expand, series_name
+from bench.processes import ROOT
 
 PROMTOOL_TEST = ROOT / "deploy" / "prometheus" / "alerts_overload_test.yml"
 
