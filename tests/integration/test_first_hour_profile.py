@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_testing import free_port
+from kafka_testing import run_env
 
 from streams.settings import KafkaSettings
 
@@ -89,26 +89,9 @@ def events() -> str:
 @pytest.fixture(scope="module")
 def service(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     folder = tmp_path_factory.mktemp("first-hour-profile")
-    run = f"fhp-{uuid.uuid4().hex[:8]}"
-    api_port = free_port()
-    env = {
-        **os.environ,
-        "INTEREST_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "INTEREST_QDRANT_PATH": str(folder / "qdrant"),
-        "INTEREST_TOPICS_EVENTS": f"{run}.events",
-        "INTEREST_TOPICS_DLQ": f"{run}.events.dlq",
-        "INTEREST_TOPICS_UPDATES": f"{run}.updates",
-        "INTEREST_TOPICS_POPULARITY": f"{run}.items.popularity",
-        "INTEREST_TOPICS_PARTITIONS": "2",
-        "INTEREST_STREAM_APP_ID": run,
-        "INTEREST_STREAM_REPARTITION_TOPIC": f"{run}.repartition",
-        "INTEREST_STREAM_DATA_DIR": str(folder / "stream"),
-        "INTEREST_STREAM_METRICS_PORT": str(free_port()),
-        "INTEREST_EMBED_GROUP_ID": f"{run}-embed",
-        "INTEREST_API_PORT": str(api_port),
-    }
-    for name in ("INTEREST_QDRANT_URL", "INTEREST_MODEL_NAME"):
-        env.pop(name, None)
+    env = run_env(kafka, folder, f"fhp-{uuid.uuid4().hex[:8]}")
+    env.pop("INTEREST_MODEL_NAME", None)
+    api_port = env["INTEREST_API_PORT"]
     log = folder / "run.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from kafka_testing import RunProcess, run_env
 
 from models.settings import QdrantSettings
 from models.store import InterestStore
@@ -34,13 +34,6 @@ USERS = [f"u{i}" for i in range(5)]
 TOPIC_WORDS = ["jazz piano", "mountain hiking", "python programming", "french cooking"]
 START_TIMEOUT_S = 240
 T0_MS = int(time.time() * 1000) - 3_600_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def catalog() -> list[dict[str, Any]]:
@@ -84,43 +77,21 @@ def profile(env: dict[str, str], user: str, *extra: str) -> dict[str, Any]:
 
 @pytest.fixture
 def env(kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path) -> dict[str, str]:
-    prefix = topics.events.split(".")[0]
-    values = {
-        "INTEREST_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "INTEREST_DATA_DIR": str(tmp_path / "data"),
-        "INTEREST_QDRANT_PATH": str(tmp_path / "data" / "qdrant"),
-        "INTEREST_TOPICS_EVENTS": topics.events,
-        "INTEREST_TOPICS_DLQ": topics.dlq,
-        "INTEREST_TOPICS_UPDATES": topics.updates,
-        "INTEREST_TOPICS_POPULARITY": topics.popularity,
-        "INTEREST_TOPICS_PARTITIONS": "2",
-        "INTEREST_STREAM_APP_ID": f"{prefix}-stream",
-        "INTEREST_STREAM_REPARTITION_TOPIC": f"{prefix}.repartition",
-        "INTEREST_STREAM_DATA_DIR": str(tmp_path / "data" / "stream"),
-        "INTEREST_STREAM_METRICS_PORT": str(free_port()),
-        "INTEREST_EMBED_GROUP_ID": f"{prefix}-embed",
-        "INTEREST_API_PORT": str(free_port()),
-    }
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("INTEREST_")}
-    keep = ("INTEREST_BROKER_PORT",)
-    environ.update({k: os.environ[k] for k in keep if k in os.environ})
-    return {**environ, **values}
+    # No INTEREST_* of the caller's but the broker's port: every generation name is derived here.
+    environ = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith("INTEREST_") or k == "INTEREST_BROKER_PORT"
+    }  # fmt: skip
+    data = tmp_path / "data"
+    name = topics.events.split(".")[0]  # the `topics` fixture's names are this run_env's
+    return run_env(kafka, data, name, inherit=environ, INTEREST_DATA_DIR=str(data))
 
 
 @pytest.fixture
-def live(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def live(env: dict[str, str], tmp_path: Path) -> Iterator[RunProcess]:
     """Generation 0's `run`, with the catalog loaded and every event folded."""
-    out = tmp_path / "run.out"
-    with out.open("wb") as stdout:
-        proc = subprocess.Popen(
-            [*CLI, "run"], env=env, cwd=ROOT, stdout=stdout, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+    run = RunProcess.start(env, tmp_path / "run.out", timeout_s=START_TIMEOUT_S)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while "workers up in" not in out.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()[-3000:]
-            time.sleep(0.2)
         (tmp_path / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in catalog()))
         assert cli(env, "items", "load", str(tmp_path / "items.jsonl")).returncode == 0
         (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events()))
@@ -128,17 +99,11 @@ def live(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes
         assert published.returncode == 0, published.stderr
         deadline = time.monotonic() + 90
         while any(profile(env, u).get("seq") != 7 for u in USERS):
-            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, run.logs()
             time.sleep(0.5)
-        yield proc
+        yield run
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        run.stop(timeout_s=60)
 
 
 def users_of(path: str, generation: int) -> dict[str, tuple[dict[str, np.ndarray], Any]]:
@@ -151,7 +116,7 @@ def users_of(path: str, generation: int) -> dict[str, tuple[dict[str, np.ndarray
 
 
 def test_rebuild_replays_into_equal_vectors_then_switches_readers(
-    env: dict[str, str], live: subprocess.Popen[bytes], tmp_path: Path
+    env: dict[str, str], live: RunProcess, tmp_path: Path
 ) -> None:
     same = cli(env, "rebuild", "start", "1", timeout=300)
     assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
@@ -178,8 +143,7 @@ def test_rebuild_replays_into_equal_vectors_then_switches_readers(
     assert other.returncode == 0, output[-3000:]
     assert answered >= 3 and "generation 2 caught up" in output
 
-    os.killpg(live.pid, signal.SIGINT)  # both stores free, to compare them directly
-    assert live.wait(timeout=60) in (0, -signal.SIGINT)
+    assert live.stop(timeout_s=60) in (0, -signal.SIGINT)  # both stores free, to compare
 
     path = env["INTEREST_QDRANT_PATH"]
     live_users, rebuilt = users_of(path, 0), users_of(path, 1)

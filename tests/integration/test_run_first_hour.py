@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kafka_testing import free_port
+from kafka_testing import run_env
 
 from streams.lag import LagReader
 from streams.lag_rules import GroupSample
@@ -68,24 +68,8 @@ def wait_for(service: Service, text: str, timeout_s: float) -> float:
 def service(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     folder = tmp_path_factory.mktemp("first-hour")
     run = uuid.uuid4().hex[:8]
-    api_port = free_port()
-    env = {
-        **os.environ,
-        "INTEREST_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "INTEREST_QDRANT_PATH": str(folder / "qdrant"),
-        "INTEREST_TOPICS_EVENTS": f"fh-{run}.events",
-        "INTEREST_TOPICS_DLQ": f"fh-{run}.events.dlq",
-        "INTEREST_TOPICS_UPDATES": f"fh-{run}.updates",
-        "INTEREST_TOPICS_POPULARITY": f"fh-{run}.items.popularity",
-        "INTEREST_TOPICS_PARTITIONS": "2",
-        "INTEREST_STREAM_APP_ID": f"fh-{run}",
-        "INTEREST_STREAM_REPARTITION_TOPIC": f"fh-{run}.repartition",
-        "INTEREST_STREAM_DATA_DIR": str(folder / "stream"),
-        "INTEREST_STREAM_METRICS_PORT": str(free_port()),
-        "INTEREST_EMBED_GROUP_ID": f"fh-{run}-embed",
-        "INTEREST_API_PORT": str(api_port),
-    }
-    env.pop("INTEREST_QDRANT_URL", None)
+    env = run_env(kafka, folder, f"fh-{run}")
+    api_port = env["INTEREST_API_PORT"]
     out, err = folder / "run.out", folder / "run.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(

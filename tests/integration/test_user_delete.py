@@ -6,9 +6,7 @@ changelog alone, and a new event that starts a new profile."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,12 +14,11 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_testing import free_port
+from kafka_testing import RunProcess, run_env
 
 from streams.settings import KafkaSettings
 
@@ -30,36 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "streams.cli"]
 T0 = 1_790_000_000_000
-
-
-@dataclass
-class Run:
-    proc: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-
-    def logs(self) -> str:
-        return f"stdout:\n{self.out.read_text()}\nstderr:\n{self.err.read_text()[-4000:]}"
-
-
-def start(env: dict[str, str], folder: Path, name: str) -> Run:
-    out, err = folder / f"{name}.out", folder / f"{name}.err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [*CLI, "run"], env=env, cwd=ROOT, stdout=stdout, stderr=stderr,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    run = Run(proc, out, err)
-    deadline = time.monotonic() + 240
-    while "workers up in" not in out.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, run.logs()
-        time.sleep(0.2)
-    return run
-
-
-def stop(run: Run) -> None:
-    os.killpg(run.proc.pid, signal.SIGINT)
-    assert run.proc.wait(timeout=90) == 0, run.logs()
 
 
 def cli(
@@ -82,7 +49,9 @@ def profile(api: str, user: str) -> dict[str, Any]:
         return body
 
 
-def wait_until(check: Callable[[], bool], what: str, run: Run, timeout_s: float = 90) -> None:
+def wait_until(
+    check: Callable[[], bool], what: str, run: RunProcess, timeout_s: float = 90
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         assert time.monotonic() < deadline, f"{what} not within {timeout_s} s\n{run.logs()}"
@@ -92,26 +61,9 @@ def wait_until(check: Callable[[], bool], what: str, run: Run, timeout_s: float 
 def test_a_deleted_user_stays_deleted_across_a_restart_and_starts_afresh(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
-    run_id = uuid.uuid4().hex[:8]
-    api = f"http://127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "INTEREST_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "INTEREST_QDRANT_PATH": str(tmp_path / "qdrant"),
-        "INTEREST_TOPICS_EVENTS": f"del-{run_id}.events",
-        "INTEREST_TOPICS_DLQ": f"del-{run_id}.events.dlq",
-        "INTEREST_TOPICS_UPDATES": f"del-{run_id}.updates",
-        "INTEREST_TOPICS_POPULARITY": f"del-{run_id}.items.popularity",
-        "INTEREST_TOPICS_PARTITIONS": "2",
-        "INTEREST_STREAM_APP_ID": f"del-{run_id}",
-        "INTEREST_STREAM_REPARTITION_TOPIC": f"del-{run_id}.repartition",
-        "INTEREST_STREAM_DATA_DIR": str(tmp_path / "stream"),
-        "INTEREST_STREAM_METRICS_PORT": str(free_port()),
-        "INTEREST_EMBED_GROUP_ID": f"del-{run_id}-embed",
-        "INTEREST_API_PORT": api.rsplit(":", 1)[1],
-    }
-    env.pop("INTEREST_QDRANT_URL", None)
-    run = start(env, tmp_path, "first")
+    env = run_env(kafka, tmp_path, f"del-{uuid.uuid4().hex[:8]}")
+    api = f"http://127.0.0.1:{env['INTEREST_API_PORT']}"
+    run = RunProcess.start(env, tmp_path / "first.out")
     lines = [event("alice", n, t) for n, t in enumerate(["sailing", "knots", "harbours", "tides"])]
     lines += [event("bob", n, t) for n, t in enumerate(["chess openings", "endgames"])]
     published = cli(env, "publish", "-", stdin=b"\n".join(lines) + b"\n")
@@ -147,9 +99,9 @@ def test_a_deleted_user_stays_deleted_across_a_restart_and_starts_afresh(
 
     # Restart with the stream worker's local state gone: it comes back from the changelog
     # alone, where the delete left a tombstone; nothing of alice's comes back.
-    stop(run)
+    assert run.stop() == 0, run.logs()
     shutil.rmtree(tmp_path / "stream")
-    run = start(env, tmp_path, "second")
+    run = RunProcess.start(env, tmp_path / "second.out")
     try:
         again = cli(env, "publish", "-", stdin=event("alice", 9, "baking bread") + b"\n")
         assert again.returncode == 0, again.stderr
@@ -159,4 +111,4 @@ def test_a_deleted_user_stays_deleted_across_a_restart_and_starts_afresh(
         assert fresh["recent_items"] == []
         assert profile(api, "bob")["found"] is False
     finally:
-        stop(run)
+        assert run.stop() == 0, run.logs()
