@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import orjson
 
-from streams.contracts.events import BAD_CONTROL, InvalidEvent
+from streams.contracts.events import BAD_CONTROL, InvalidEvent, required_str
 
 #: The header that marks a control record; its value names the operation.
 CONTROL_HEADER: Final = "interest.control"
@@ -95,16 +95,10 @@ def parse_delete_user(raw: bytes | None, *, max_user_id_chars: int) -> DeleteUse
 
 
 def check_user_id(user_id: object, max_chars: int) -> str:
-    """``user_id`` if it is one a delete can name; else :class:`InvalidEvent` (``bad_control``)
-    with the reason in one line (the CLI and the API say it as it is)."""
-    if not isinstance(user_id, str):
-        raise InvalidEvent(BAD_CONTROL, "user_id must be a string")
-    if not user_id.strip():
-        raise InvalidEvent(BAD_CONTROL, "user_id must not be empty")
-    if len(user_id) > max_chars:
-        raise InvalidEvent(BAD_CONTROL, f"user_id has {len(user_id)} chars > limit {max_chars}")
+    """``user_id`` if it is one a delete can name -- the rules of an event's ``user_id``
+    (:func:`~streams.contracts.events.required_str`) -- else :class:`InvalidEvent`
+    (``bad_control``) with the reason in one line (the CLI and the API say it as it is)."""
     try:
-        user_id.encode()
-    except UnicodeEncodeError:
-        raise InvalidEvent(BAD_CONTROL, "user_id must be valid Unicode text") from None
-    return user_id
+        return required_str({"user_id": user_id}, "user_id", max_chars)
+    except InvalidEvent as exc:
+        raise InvalidEvent(BAD_CONTROL, exc.detail) from None

@@ -203,9 +203,9 @@ def validate_event(
     obj: Mapping[str, Any], *, now_ms: int, rules: EventRules = DEFAULT_RULES
 ) -> Event:
     """Validate a decoded JSON object. Unknown fields are ignored (forward compatibility)."""
-    event_id = _required_str(obj, "event_id", rules.max_event_id_chars)
-    user_id = _required_str(obj, "user_id", rules.max_user_id_chars)
-    type_ = _required_str(obj, "type", 64).strip().lower()
+    event_id = required_str(obj, "event_id", rules.max_event_id_chars)
+    user_id = required_str(obj, "user_id", rules.max_user_id_chars)
+    type_ = required_str(obj, "type", 64).strip().lower()
     if type_ in rules.type_weights:
         default_weight = rules.type_weights[type_]
     elif rules.allow_unknown_types:
@@ -255,7 +255,9 @@ def _check_unicode(value: str, name: str) -> None:
             raise InvalidEvent(WRONG_TYPE, f"{name} must be valid Unicode text") from None
 
 
-def _required_str(obj: Mapping[str, Any], name: str, max_chars: int) -> str:
+def required_str(obj: Mapping[str, Any], name: str, max_chars: int) -> str:
+    """Field ``name`` of ``obj``: a non-blank string of valid Unicode of at most ``max_chars``;
+    else :class:`InvalidEvent` (``missing_field``, ``wrong_type`` or ``bad_length``)."""
     if name not in obj or obj[name] is None:
         raise InvalidEvent(MISSING_FIELD, f"{name} is required")
     value = _optional_str(obj, name, max_chars)
