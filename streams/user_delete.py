@@ -94,7 +94,6 @@ async def wait_applied(
         (sample,) = await reader.read([embed_group])
         targets = {p.partition: p.log_end for p in sample.partitions if p.topic == updates_topic}
         while True:
-            (sample,) = await reader.read([embed_group])
             consumed = {
                 p.partition: p.committed for p in sample.partitions if p.topic == updates_topic
             }
@@ -104,6 +103,7 @@ async def wait_applied(
                 return time.monotonic() - started
             _check_deadline(deadline, "the embed worker has not applied the delete job yet")
             await asyncio.sleep(poll_s)
+            (sample,) = await reader.read([embed_group])
 
 
 def _check_deadline(deadline: float, what: str) -> None:
