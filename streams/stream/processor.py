@@ -173,10 +173,8 @@ class StreamProcessor(TableOwner):
                 if reason is not None:
                     due.append(_Due(key, user_id, state, reason))
             await self.store.write_back()
-            if deletes:
-                await self._emit_deletes(deletes)
-            if due:
-                await self._emit(due, now)
+            if due or deletes:
+                await self._emit(due, now, deletes=deletes)
             for key, (_user_id, state) in touched.items():
                 self._schedule(key, state)
             if self._items:
@@ -282,17 +280,6 @@ class StreamProcessor(TableOwner):
         self.stats.deletes += 1
         deletes.append(DeleteUserJob(request.user_id, request.requested_at_ms, now))
 
-    async def _emit_deletes(self, deletes: list[DeleteUserJob]) -> None:
-        """Send the batch's delete jobs once the tombstones are on the changelog (as a job
-        never leaves before the state it reflects is durable), ahead of the batch's update
-        jobs: a user's update jobs after its delete job are its new profile."""
-        await self.sink.barrier()
-        deliveries = [
-            await self.sink.send(self.topics.updates, job.user_id.encode(), job.to_json())
-            for job in deletes
-        ]
-        await asyncio.gather(*deliveries)
-
     async def _dead_letter(
         self, rec: Record, raw: bytes, exc: InvalidEvent, now: int
     ) -> Awaitable[Any]:
@@ -300,9 +287,19 @@ class StreamProcessor(TableOwner):
         key, value, headers = dlq_record(rec, raw, reason=exc.reason, detail=exc.detail, now_ms=now)
         return await self.sink.send(self.topics.dlq, key, value, headers=headers)
 
-    async def _emit(self, due: list[_Due], now: int, *, timer_since: int | None = None) -> None:
+    async def _emit(
+        self,
+        due: list[_Due],
+        now: int,
+        *,
+        timer_since: int | None = None,
+        deletes: Sequence[DeleteUserJob] = (),
+    ) -> None:
         """Steps 2-4 of the module docstring for the due users (lock held). ``timer_since``: the
-        timer's flush (only those revocation can overtake), with the time of its previous tick."""
+        timer's flush (only those revocation can overtake), with the time of its previous tick.
+        ``deletes``: the batch's delete jobs, sent after the same barrier (their tombstones are
+        durable first, as any job's state) and ahead of the update jobs: a user's update jobs
+        after its delete job are its new profile."""
         check_active = timer_since is not None
         planned: list[int] = []
         if timer_since is not None:
@@ -318,6 +315,10 @@ class StreamProcessor(TableOwner):
         await self.sink.barrier()
         jobs = [d.state.build_job(d.user_id, now_ms=now, limits=self.limits) for d in due]
         deliveries = [
+            await self.sink.send(self.topics.updates, job.user_id.encode(), job.to_json())
+            for job in deletes
+        ]
+        deliveries += [
             await self.sink.send(self.topics.updates, d.key, job.to_json())
             for d, job in zip(due, jobs, strict=True)
         ]
